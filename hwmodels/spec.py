@@ -1,0 +1,337 @@
+"""Hardware spec schema (pydantic), one model per hardware class, loaded from YAML.
+
+Every number in a spec file carries its source. Either inline::
+
+    sm_count: {value: 132, source: "NVIDIA H100 datasheet (hpctech copy), 'SMs | 132'"}
+
+or plain with an entry under ``sources:`` of the same name. A file with a number and no
+source is refused. Calibrated parameters cite the measurement file they were fitted on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simsparse.core.errors import SpecError
+from simsparse.core.ops import DTYPE_BYTES
+
+SPEC_DIR = Path(__file__).parent / "specs"
+HW_CLASSES = ("gpu", "cpu", "fpga", "asic")
+_NON_NUMERIC = {"name", "hw_class", "display_name", "vendor", "notes", "sources", "aliases",
+                "isa", "sparse_patterns", "kernels", "host", "arch"}
+
+
+def _unwrap_sourced(data: dict[str, Any]) -> dict[str, Any]:
+    """Turn {field: {value, source}} into {field: value} + sources[field]; return new dict."""
+    out: dict[str, Any] = {}
+    sources: dict[str, str] = dict(data.get("sources") or {})
+    for key, val in data.items():
+        if key == "sources":
+            continue
+        if isinstance(val, dict) and "value" in val and set(val) <= {"value", "source", "unit", "note"}:
+            out[key] = val["value"]
+            if "source" in val:
+                sources[key] = str(val["source"])
+        elif isinstance(val, dict) and key not in _NON_NUMERIC:
+            inner: dict[str, Any] = {}
+            for k2, v2 in val.items():
+                if isinstance(v2, dict) and "value" in v2:
+                    inner[k2] = v2["value"]
+                    if "source" in v2:
+                        sources[f"{key}.{k2}"] = str(v2["source"])
+                else:
+                    inner[k2] = v2
+            out[key] = inner
+        else:
+            out[key] = val
+    out["sources"] = sources
+    return out
+
+
+def _missing_sources(data: dict[str, Any]) -> list[str]:
+    """Numeric fields (or dict entries) that have no source, nor a source for their parent."""
+    sources = data.get("sources", {})
+    missing = []
+    for key, val in data.items():
+        if key in _NON_NUMERIC:
+            continue
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            if key not in sources:
+                missing.append(key)
+        elif isinstance(val, dict):
+            for k2, v2 in val.items():
+                if isinstance(v2, (int, float)) and not isinstance(v2, bool):
+                    if key not in sources and f"{key}.{k2}" not in sources:
+                        missing.append(f"{key}.{k2}")
+    return missing
+
+
+class HardwareSpec(BaseModel):
+    """Fields every hardware class has. Units: Hz, bytes, bytes/s (as GB/s fields), FLOP/s, W, pJ."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hw_class_name: ClassVar[str] = "base"
+
+    name: str
+    hw_class: Literal["gpu", "cpu", "fpga", "asic"]
+    display_name: str
+    vendor: str = ""
+    notes: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    clock_hz: float = Field(gt=0)
+    tdp_w: float = Field(default=0.0, ge=0)
+    # energy per operation / per byte (pJ), for the energy column; 0 = unknown
+    pj_per_flop: dict[str, float] = Field(default_factory=dict)
+    pj_per_byte_dram: float = Field(default=0.0, ge=0)
+    # calibrated efficiency parameters (dimensionless unless named otherwise)
+    efficiency: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("a spec must be a mapping of fields")
+        data = _unwrap_sourced(data)
+        missing = _missing_sources(data)
+        if missing:
+            raise ValueError(f"numbers without a source: {', '.join(missing)} "
+                             "(give {value: …, source: …} or an entry under 'sources:')")
+        return data
+
+    # --- what every cost model may ask -----------------------------------------------------
+    def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
+        """Datasheet peak FLOP/s for a dtype (dense, or on the structured-sparse unit)."""
+        raise NotImplementedError
+
+    @property
+    def dram_bw(self) -> float:
+        """Main-memory bandwidth in bytes/s (datasheet)."""
+        raise NotImplementedError
+
+    def supports_dtype(self, dtype: str) -> bool:
+        try:
+            return self.peak_flops(dtype) > 0
+        except SpecError:
+            return False
+
+    def replace(self, **changes: Any) -> HardwareSpec:
+        """A what-if copy: spec.replace(hbm_bw_gbps=4800). Changed numbers are sourced 'what-if'."""
+        data = self.model_dump()
+        unknown = [k for k in changes if k not in data]
+        if unknown:
+            raise SpecError(f"replace: unknown field(s) {unknown}; allowed: {sorted(data)}")
+        data.update(changes)
+        data["sources"] = {**data["sources"], **{k: "what-if override" for k in changes}}
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as e:
+            raise SpecError(format_validation_error(self.name, e)) from None
+
+
+class GPUSpec(HardwareSpec):
+    """A GPU with Tensor Cores (optionally 2:4 sparse Tensor Cores)."""
+
+    hw_class_name: ClassVar[str] = "gpu"
+    hw_class: Literal["gpu"]
+    arch: str = ""
+    sm_count: int = Field(gt=0)
+    boost_clock_hz: float = Field(default=0.0, ge=0)  # max boost for CUDA-core math; clock_hz = tensor clock
+    tc_flops_per_clk_per_sm: dict[str, float]  # dense Tensor Core FLOP/clk/SM per dtype
+    sparse_tc_speedup: float = Field(default=1.0, ge=1.0)  # 2:4 peak multiplier (2 on sm80+; 1 = none)
+    cuda_fp32_flops_per_clk_per_sm: float = Field(gt=0)
+    hbm_bw_gbps: float = Field(gt=0)
+    hbm_bytes: float = Field(gt=0)
+    l2_bytes: float = Field(gt=0)
+    l2_bw_gbps: float = Field(default=0.0, ge=0)
+    smem_bytes_per_sm: float = Field(gt=0)
+    regs_bytes_per_sm: float = Field(default=256 * 1024, gt=0)
+    max_threads_per_sm: int = Field(default=2048, gt=0)
+
+    def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
+        if dtype not in DTYPE_BYTES:
+            raise SpecError(f"dtype: got {dtype!r}; allowed: {', '.join(DTYPE_BYTES)}")
+        per_clk = self.tc_flops_per_clk_per_sm.get(dtype, 0.0)
+        if per_clk <= 0 and dtype == "fp32":
+            return self.cuda_fp32_peak
+        if per_clk <= 0:
+            raise SpecError(f"dtype: {self.name} has no Tensor Core path for {dtype!r}; "
+                            f"allowed: {', '.join(k for k, v in self.tc_flops_per_clk_per_sm.items() if v > 0)}")
+        peak = per_clk * self.sm_count * self.clock_hz
+        if sparse_nm is not None and self.sparse_tc_speedup > 1.0:
+            peak *= self.sparse_tc_speedup
+        return peak
+
+    @property
+    def cuda_fp32_peak(self) -> float:
+        return self.cuda_fp32_flops_per_clk_per_sm * self.sm_count * (self.boost_clock_hz or self.clock_hz)
+
+    @property
+    def dram_bw(self) -> float:
+        return self.hbm_bw_gbps * 1e9
+
+    @property
+    def has_sparse_tc(self) -> bool:
+        return self.sparse_tc_speedup > 1.0
+
+
+class CPUSpec(HardwareSpec):
+    """A multi-core CPU with SIMD units (NEON, WASM SIMD128, AVX2, AVX-512)."""
+
+    hw_class_name: ClassVar[str] = "cpu"
+    hw_class: Literal["cpu"]
+    isa: str  # "neon" | "wasm_simd128" | "avx2" | "avx512" | …
+    cores: int = Field(gt=0)
+    simd_bits: int = Field(gt=0)
+    fma_units_per_core: float = Field(gt=0)
+    dram_bw_gbps: float = Field(gt=0)
+    l1d_bytes: float = Field(gt=0)
+    l2_bytes: float = Field(gt=0)
+    l3_bytes: float = Field(default=0.0, ge=0)
+    l1_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
+    l2_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
+    simd_overhead: float = Field(default=1.0, ge=1.0)  # >1 for WASM SIMD vs native
+    dtype_lanes_scale: dict[str, float] = Field(default_factory=dict)  # lanes relative to fp32
+
+    def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
+        if dtype not in DTYPE_BYTES:
+            raise SpecError(f"dtype: got {dtype!r}; allowed: {', '.join(DTYPE_BYTES)}")
+        lanes = self.simd_bits / 32 * self.dtype_lanes_scale.get(dtype, 1.0)
+        # FMA = 2 FLOPs per lane per unit per cycle
+        return 2 * lanes * self.fma_units_per_core * self.cores * self.clock_hz / self.simd_overhead
+
+    @property
+    def dram_bw(self) -> float:
+        return self.dram_bw_gbps * 1e9
+
+
+class FPGASpec(HardwareSpec):
+    """An FPGA N:M sparse training accelerator (DSP PE array + on-chip BRAM/URAM + DDR/HBM)."""
+
+    hw_class_name: ClassVar[str] = "fpga"
+    hw_class: Literal["fpga"]
+    pe_rows: int = Field(gt=0)
+    pe_cols: int = Field(gt=0)
+    macs_per_pe_per_clk: float = Field(default=1.0, gt=0)
+    onchip_bytes: float = Field(gt=0)
+    ddr_bw_gbps: float = Field(gt=0)
+    nm_supported: list[str] = Field(default_factory=list)
+
+    def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
+        peak = 2 * self.pe_rows * self.pe_cols * self.macs_per_pe_per_clk * self.clock_hz
+        if sparse_nm is not None and f"{sparse_nm[0]}:{sparse_nm[1]}" in self.nm_supported:
+            peak *= sparse_nm[1] / sparse_nm[0]
+        return peak
+
+    @property
+    def dram_bw(self) -> float:
+        return self.ddr_bw_gbps * 1e9
+
+
+class ASICSpec(HardwareSpec):
+    """A high-sparsity ASIC: PE array that skips zero operands (weights and/or activations)."""
+
+    hw_class_name: ClassVar[str] = "asic"
+    hw_class: Literal["asic"]
+    pes: int = Field(gt=0)
+    macs_per_pe_per_clk: float = Field(default=1.0, gt=0)
+    onchip_bytes: float = Field(gt=0)
+    dram_bw_gbps: float = Field(gt=0)
+    max_sparse_speedup: float = Field(default=1.0, ge=1.0)
+
+    def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
+        return 2 * self.pes * self.macs_per_pe_per_clk * self.clock_hz
+
+    @property
+    def dram_bw(self) -> float:
+        return self.dram_bw_gbps * 1e9
+
+
+SPEC_CLASSES: dict[str, type[HardwareSpec]] = {
+    "gpu": GPUSpec, "cpu": CPUSpec, "fpga": FPGASpec, "asic": ASICSpec,
+}
+
+
+def format_validation_error(where: str, err: ValidationError) -> str:
+    """One line per problem: 'where: field: message'."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {loc}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: Any, where: str = "spec") -> HardwareSpec:
+    """Validate a spec mapping (already parsed from YAML) into the model of its class."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    hw_class = data.get("hw_class")
+    if hw_class not in SPEC_CLASSES:
+        raise SpecError(f"{where}: hw_class: got {hw_class!r}; allowed: {', '.join(HW_CLASSES)}")
+    try:
+        return SPEC_CLASSES[hw_class].model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(where, e)) from None
+
+
+def load_file(path: str | Path) -> HardwareSpec:
+    """Load and validate one YAML spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path.name}: malformed YAML{pos}: {getattr(e, 'problem', e)}") from None
+    return parse_spec(data, where=path.name)
+
+
+_CACHE: dict[str, HardwareSpec] = {}
+
+
+def _index() -> dict[str, Path]:
+    """Spec name (and aliases) → file."""
+    idx: dict[str, Path] = {}
+    for p in sorted(SPEC_DIR.glob("*.yaml")):
+        idx[p.stem] = p
+    return idx
+
+
+def list_specs(hw_class: str | None = None) -> list[str]:
+    """Names of the built-in specs, optionally of one class."""
+    names = sorted(_index())
+    if hw_class is None:
+        return names
+    return [n for n in names if load(n).hw_class == hw_class]
+
+
+def load(name: str | Path | HardwareSpec) -> HardwareSpec:
+    """A built-in spec by name ('h100-sxm'), or a YAML file path."""
+    if isinstance(name, HardwareSpec):
+        return name
+    key = str(name)
+    if key in _CACHE:
+        return _CACHE[key]
+    if key.endswith((".yaml", ".yml")) or "/" in key:
+        spec = load_file(key)
+    else:
+        idx = _index()
+        norm = key.strip().lower()
+        if norm not in idx:
+            close = difflib.get_close_matches(norm, list(idx), n=3, cutoff=0.4)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise SpecError(f"hardware: unknown name {key!r}{hint} (known: {', '.join(idx)})")
+        spec = load_file(idx[norm])
+    _CACHE[key] = spec
+    return spec

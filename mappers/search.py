@@ -1,0 +1,56 @@
+"""Search over legal mappings: enumerate per class, price each with hwmodels, keep the fastest."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import hwmodels
+from hwmodels.spec import HardwareSpec
+from simsparse.core.mapping import Cost, Mapping
+from simsparse.core.ops import Op
+
+# hardware class → mapper module with candidates(op, spec, kernel_names) -> list[Mapping]
+CLASS_MAPPERS = {"gpu": "mappers.gpu", "cpu": "mappers.cpu", "fpga": "mappers.fpga", "asic": "mappers.systolic"}
+
+
+def legal_kernels(op: Op, spec: HardwareSpec) -> dict[str, str | None]:
+    """Every kernel of the spec's class → None if it can run `op`, else why not."""
+    return {name: k.why_not(op, spec) for name, k in hwmodels.kernels(spec).items()}
+
+
+def _mapper_module(spec: HardwareSpec):
+    return importlib.import_module(CLASS_MAPPERS[spec.hw_class])
+
+
+def candidates(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[Mapping]:
+    """All legal mappings of `op` on `spec` (restricted to one kernel if named)."""
+    legal = legal_kernels(op, spec)
+    if kernel is not None:
+        if kernel not in legal:
+            close = difflib.get_close_matches(kernel, list(legal), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"kernel: unknown {kernel!r} for {spec.name}{hint}; allowed: {', '.join(legal)}")
+        if legal[kernel] is not None:
+            ok = [k for k, why in legal.items() if why is None]
+            raise ValueError(f"kernel: {kernel} cannot run this op on {spec.name}: {legal[kernel]}; "
+                             f"legal here: {', '.join(ok) or 'none'}")
+        names = [kernel]
+    else:
+        names = [k for k, why in legal.items() if why is None]
+    if not names:
+        reasons = "; ".join(f"{k}: {why}" for k, why in legal.items())
+        raise ValueError(f"op: no kernel on {spec.name} can run {op.kind} {op.shape_str()} "
+                         f"{op.dtype} ({reasons})")
+    return _mapper_module(spec).candidates(op, spec, names)
+
+
+def best(op: Op, spec: HardwareSpec, kernel: str | None = None) -> tuple[Mapping, Cost]:
+    """The fastest legal mapping and its cost."""
+    best_pair: tuple[Mapping, Cost] | None = None
+    for mapping in candidates(op, spec, kernel):
+        c = hwmodels.cost(op, mapping, spec)
+        if best_pair is None or c.t_s < best_pair[1].t_s:
+            best_pair = (mapping, c)
+    assert best_pair is not None
+    return best_pair

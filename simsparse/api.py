@@ -1,0 +1,114 @@
+"""Public API: simulate a trace (or one op) on a machine and get a tidy result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+import hwmodels
+import mappers
+from hwmodels.spec import HardwareSpec
+from simsparse.core.errors import bad
+from simsparse.core.mapping import Cost, Mapping
+from simsparse.core.ops import Op, Trace
+
+FIDELITIES = ("analytic",)
+
+
+@dataclass(frozen=True)
+class OpResult:
+    op: Op
+    mapping: Mapping
+    cost: Cost
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """The per-op mappings and costs of one trace on one machine."""
+
+    trace: Trace
+    hardware: HardwareSpec
+    results: tuple[OpResult, ...]
+
+    @property
+    def total_s(self) -> float:
+        return sum(r.cost.t_s for r in self.results)
+
+    @property
+    def energy_j(self) -> float:
+        return sum(r.cost.energy_j for r in self.results)
+
+    @property
+    def flops(self) -> float:
+        return sum(r.op.flops for r in self.results)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per op, one column per quantity, units in the column names."""
+        rows = [op_row(r.op, r.mapping, r.cost) for r in self.results]
+        df = pd.DataFrame(rows)
+        df.insert(0, "hardware", self.hardware.name)
+        df.insert(0, "trace", self.trace.name)
+        return df
+
+    def summary(self) -> dict[str, Any]:
+        by_bound: dict[str, float] = {}
+        for r in self.results:
+            by_bound[r.cost.bound] = by_bound.get(r.cost.bound, 0.0) + r.cost.t_s
+        return {"trace": self.trace.name, "hardware": self.hardware.name, "ops": len(self.results),
+                "total_s": self.total_s, "flops": self.flops, "energy_j": self.energy_j,
+                "tflops_per_s": self.flops / self.total_s / 1e12 if self.total_s else 0.0,
+                "bound_by_time": max(by_bound, key=by_bound.get) if by_bound else ""}
+
+
+def op_row(op: Op, mapping: Mapping, cost: Cost) -> dict[str, Any]:
+    """The tidy row of one costed op (shared by simulate, predict and sweeps)."""
+    row: dict[str, Any] = {
+        "op": op.name, "kind": op.kind, "phase": op.phase, "m": op.m, "n": op.n, "k": op.k,
+        "batch": op.batch, "dtype": op.dtype, "weight_pattern": op.weight.label,
+        "weight_density": op.weight.density if op.weight.pattern != "constant_fan_in" or
+        getattr(op.weight, "fan_in", None) else None,
+        "activation_density": op.activation.density,
+        "kernel": mapping.kernel, "mapping": mapping.describe(),
+        "cycles": cost.cycles, "t_s": cost.t_s, "flops": cost.flops, "useful_flops": op.useful_flops,
+        "bound": cost.bound, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
+    }
+    for level, nbytes in cost.bytes_by_level.items():
+        row[f"bytes_{level}"] = nbytes
+    return row
+
+
+def _as_trace(x: Trace | Op | list[Op]) -> Trace:
+    if isinstance(x, Trace):
+        return x
+    if isinstance(x, Op):
+        return Trace(x.name or "op", (x,))
+    if isinstance(x, (list, tuple)) and x and all(isinstance(o, Op) for o in x):
+        return Trace("ops", tuple(x))
+    raise bad("trace_or_op", type(x).__name__, "a Trace, an Op or a list of Ops")
+
+
+def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, mapper: str = "auto",
+             fidelity: str = "analytic", kernel: str | None = None) -> SimResult:
+    """Map and cost every op of a trace on one machine.
+
+    mapper="auto" lets the class mapper pick the fastest legal kernel and tiling per op;
+    a kernel name (e.g. "cusparselt") forces that kernel wherever it is legal and falls
+    back to "auto" for ops it cannot run.
+    """
+    if fidelity not in FIDELITIES:
+        raise bad("fidelity", fidelity, ", ".join(FIDELITIES))
+    spec = hwmodels.load(hardware)
+    trace = _as_trace(trace_or_op)
+    forced = kernel or (None if mapper == "auto" else mapper)
+    if forced is not None and forced not in hwmodels.kernels(spec):
+        raise bad("mapper", forced, "auto or one of " + ", ".join(hwmodels.kernels(spec)))
+    out = []
+    for op in trace:
+        use = forced
+        if use is not None and hwmodels.kernels(spec)[use].why_not(op, spec) is not None:
+            use = None
+        mapping, cost = mappers.best(op, spec, kernel=use)
+        out.append(OpResult(op, mapping, cost))
+    return SimResult(trace, spec, tuple(out))

@@ -1,0 +1,159 @@
+"""The `predict` batch contract: JSON lines in, one JSON line out per input.
+
+Input line fields:
+  hardware    spec name (required)
+  op          {"kind": "gemm", "m": …, "n": …, "k": …, "dtype": "fp16", "batch": 1} (required)
+  weight      {"pattern": "dense"} | {"pattern": "2:4"} (any "n:m") |
+              {"pattern": "unstructured", "density": 0.1} |
+              {"pattern": "block", "block": [bh, bw], "density": …} (optional, default dense)
+  activation  {"density": …, "source": "relu"|"threshold"|…} (optional)
+  kernel      a named implementation, e.g. "cublas", "cusparselt" (optional; absent = mapper picks)
+
+Output: the input echoed, plus t_s, cycles, kernel, mapping, bound, flops, bytes_*,
+utilisation, energy_j. A bad line yields {"input": …, "error": {"field": …, "reason": …}}
+and the rest still run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import hwmodels
+import mappers
+from simsparse.core.errors import SpecError
+from simsparse.core.ops import Op
+from simsparse.core.sparsity import Activation, Dense, parse_pattern
+
+ALLOWED_FIELDS = {"hardware", "op", "weight", "activation", "kernel", "id", "tag"}
+
+
+class LineError(ValueError):
+    """A predict line is invalid: `field` names where, `reason` says what is allowed."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _split_error(exc: Exception, default_field: str) -> LineError:
+    """Turn our 'field: got …; allowed: …' messages into (field, reason)."""
+    if isinstance(exc, LineError):
+        return exc
+    msg = str(exc) or type(exc).__name__
+    head, sep, rest = msg.partition(": ")
+    if sep and " " not in head.strip() and len(head) < 60:
+        return LineError(head.strip(), rest)
+    return LineError(default_field, msg)
+
+
+def _parse_activation(obj: Any) -> Activation | Dense:
+    if obj is None:
+        return Dense()
+    if not isinstance(obj, dict):
+        raise LineError("activation", f"got {obj!r}; allowed: an object {{\"density\": (0, 1]}}")
+    if set(obj) - {"density", "source", "pattern"}:
+        extra = sorted(set(obj) - {"density", "source", "pattern"})
+        raise LineError("activation", f"unknown field(s) {extra}; allowed: density, source")
+    if "density" not in obj:
+        raise LineError("activation.density", "missing; allowed: a number in (0, 1]")
+    try:
+        return Activation(obj["density"], obj.get("source", "synthetic"))
+    except ValueError as e:
+        raise _split_error(e, "activation") from None
+
+
+def parse_line(obj: Any) -> tuple[Op, str, str | None]:
+    """Validate one decoded input object → (op, hardware name, kernel or None)."""
+    if not isinstance(obj, dict):
+        raise LineError("line", f"got {type(obj).__name__}; allowed: a JSON object")
+    unknown = set(obj) - ALLOWED_FIELDS
+    if unknown:
+        raise LineError(sorted(unknown)[0], f"unknown field; allowed: {', '.join(sorted(ALLOWED_FIELDS))}")
+    hw = obj.get("hardware")
+    if not isinstance(hw, str) or not hw:
+        raise LineError("hardware", f"got {hw!r}; allowed: a spec name such as h100-sxm "
+                        f"({', '.join(hwmodels.list())})")
+    kernel = obj.get("kernel")
+    if kernel is not None and not isinstance(kernel, str):
+        raise LineError("kernel", f"got {kernel!r}; allowed: a kernel name string")
+    op_d = obj.get("op")
+    if not isinstance(op_d, dict):
+        raise LineError("op", f"got {op_d!r}; allowed: {{\"kind\": \"gemm\", \"m\": …, \"n\": …, \"k\": …}}")
+    for f in ("m", "n", "k", "batch"):
+        v = op_d.get(f)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            if not (isinstance(v, float) and math.isfinite(v) and v.is_integer()):
+                raise LineError(f"op.{f}", f"got {v!r}; allowed: a positive integer")
+    weight = obj.get("weight")
+    if weight is not None and not isinstance(weight, (dict, str)):
+        raise LineError("weight", f"got {weight!r}; allowed: an object {{\"pattern\": …}}")
+    try:
+        w = parse_pattern(weight, "weight")
+    except ValueError as e:
+        raise _split_error(e, "weight") from None
+    act = _parse_activation(obj.get("activation"))
+    d = {k: v for k, v in op_d.items() if k not in ("weight", "activation")}
+    d["weight"], d["activation"] = w, act
+    try:
+        if d.get("kind", "gemm") == "gemm":
+            allowed = {"kind", "m", "n", "k", "batch", "dtype", "phase", "name", "weight", "activation"}
+            extra = set(d) - allowed
+            if extra:
+                raise LineError(f"op.{sorted(extra)[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
+        op = Op.from_dict(d, where="op")
+    except LineError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise _split_error(e, "op") from None
+    return op, hw, kernel
+
+
+def _spec(name: str):
+    try:
+        return hwmodels.load(name)
+    except SpecError as e:
+        raise LineError("hardware", str(e).removeprefix("hardware: ")) from None
+
+
+def predict_obj(obj: Any) -> dict[str, Any]:
+    """Answer one decoded input object (never raises for bad input)."""
+    try:
+        op, hw, kernel = parse_line(obj)
+        spec = _spec(hw)
+        try:
+            mapping, cost = mappers.best(op, spec, kernel=kernel)
+        except ValueError as e:
+            raise _split_error(e, "kernel" if kernel else "op") from None
+    except LineError as e:
+        return {"input": obj, "error": {"field": e.field, "reason": e.reason}}
+    except Exception as e:  # noqa: BLE001 — the contract: every line gets an answer, never a traceback
+        return {"input": obj, "error": {"field": "internal", "reason": f"{type(e).__name__}: {e}"}}
+    out = dict(obj)
+    out.update({
+        "t_s": cost.t_s, "cycles": cost.cycles, "kernel": mapping.kernel, "mapping": mapping.describe(),
+        "bound": cost.bound, "flops": cost.flops, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
+    })
+    for level, nbytes in cost.bytes_by_level.items():
+        out[f"bytes_{level}"] = nbytes
+    return out
+
+
+def predict_line(line: str) -> dict[str, Any]:
+    """Answer one raw input line."""
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as e:
+        reason = f"not valid JSON ({getattr(e, 'msg', 'too deeply nested')})"
+        return {"input": line[:200], "error": {"field": "line", "reason": reason}}
+    return predict_obj(obj)
+
+
+def predict_stream(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """One answer per non-blank input line, in order."""
+    for line in lines:
+        if line.strip():
+            yield predict_line(line)
