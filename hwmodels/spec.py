@@ -29,7 +29,10 @@ _NON_NUMERIC = {"name", "hw_class", "display_name", "vendor", "notes", "sources"
 def _unwrap_sourced(data: dict[str, Any]) -> dict[str, Any]:
     """Turn {field: {value, source}} into {field: value} + sources[field]; return new dict."""
     out: dict[str, Any] = {}
-    sources: dict[str, str] = dict(data.get("sources") or {})
+    raw_sources = data.get("sources") or {}
+    if not isinstance(raw_sources, dict):
+        raise ValueError(f"sources: got {type(raw_sources).__name__}; allowed: a mapping field → source text")
+    sources: dict[str, str] = {str(k): str(v) for k, v in raw_sources.items()}
     for key, val in data.items():
         if key == "sources":
             continue
@@ -123,10 +126,11 @@ class HardwareSpec(BaseModel):
 
     def replace(self, **changes: Any) -> HardwareSpec:
         """A what-if copy: spec.replace(hbm_bw_gbps=4800). Changed numbers are sourced 'what-if'."""
-        data = self.model_dump()
-        unknown = [k for k in changes if k not in data]
+        fields = type(self).model_fields
+        unknown = [k for k in changes if k not in fields]
         if unknown:
-            raise SpecError(f"replace: unknown field(s) {unknown}; allowed: {sorted(data)}")
+            raise SpecError(f"replace: unknown field(s) {unknown}; allowed: {sorted(fields)}")
+        data = self.model_dump(exclude_unset=True)
         data.update(changes)
         data["sources"] = {**data["sources"], **{k: "what-if override" for k in changes}}
         try:
@@ -273,7 +277,7 @@ def parse_spec(data: Any, where: str = "spec") -> HardwareSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     hw_class = data.get("hw_class")
-    if hw_class not in SPEC_CLASSES:
+    if not isinstance(hw_class, str) or hw_class not in SPEC_CLASSES:
         raise SpecError(f"{where}: hw_class: got {hw_class!r}; allowed: {', '.join(HW_CLASSES)}")
     try:
         return SPEC_CLASSES[hw_class].model_validate(data)

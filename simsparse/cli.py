@@ -158,7 +158,9 @@ def main() -> None:
     from simsparse.core.errors import SpecError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (SpecError, ValueError, FileNotFoundError) as e:

@@ -39,14 +39,17 @@ class LineError(ValueError):
         self.reason = reason
 
 
-def _split_error(exc: Exception, default_field: str) -> LineError:
-    """Turn our 'field: got …; allowed: …' messages into (field, reason)."""
+def _split_error(exc: Exception, default_field: str, prefix: str = "") -> LineError:
+    """Turn our 'field: got …; allowed: …' messages into (field, reason), field under `prefix`."""
     if isinstance(exc, LineError):
         return exc
     msg = str(exc) or type(exc).__name__
     head, sep, rest = msg.partition(": ")
     if sep and " " not in head.strip() and len(head) < 60:
-        return LineError(head.strip(), rest)
+        field = head.strip()
+        if prefix and not field.startswith(prefix):
+            field = f"{prefix}.{field}"
+        return LineError(field, rest)
     return LineError(default_field, msg)
 
 
@@ -63,7 +66,7 @@ def _parse_activation(obj: Any) -> Activation | Dense:
     try:
         return Activation(obj["density"], obj.get("source", "synthetic"))
     except ValueError as e:
-        raise _split_error(e, "activation") from None
+        raise _split_error(e, "activation", prefix="activation") from None
 
 
 def parse_line(obj: Any) -> tuple[Op, str, str | None]:

@@ -1,0 +1,822 @@
+"""Measure dense and sparse GEMM kernels on the local CUDA GPU and write JSON lines.
+
+Run on the device machine, from the repository root::
+
+    PYTHONUNBUFFERED=1 python3 -m simsparse.measure_gpu --out $OUT/<campaign>.jsonl [--quick]
+
+Imports only the standard library, numpy, torch, CuPy (optional, through the kernels module)
+and ``simsparse.kernels.gpu``: the device machine has none of simsparse's other dependencies.
+
+Method (shared/MEASURING.md):
+
+* CUDA events around the kernel call only. Per point: the first call (plan / autotune /
+  JIT) is excluded, then 5 warm-up calls, then ``--timed`` (>= 20) timed calls; the row keeps
+  the median, min and max.
+* L2 honest: before every timed call a buffer of 2x the device's L2 size is zeroed (outside
+  the events), so neither weights nor activations are L2-resident, as in triton's do_bench.
+* Host lead: after the flush a ``torch.cuda._sleep`` spin of 1.5x the call's measured host
+  dispatch time (+10 us) is queued, so the kernel is already enqueued when the start event
+  fires: ``t_s`` is device time, not host dispatch. The host dispatch time of the call itself
+  (perf_counter around the Python call, no sync) is kept as ``host_call_s``; when it exceeds
+  ``t_s`` a stream of such calls is host-bound, which is what an eager torch user gets.
+* Correctness: every output is compared in the same run with an fp32 product of the same
+  (masked) weight on sampled rows (all N) and sampled columns (all M) (all of them when
+  M, N <= 256); ``rel_err`` is the relative Frobenius error; ``ok`` is false above 1e-2
+  (fp16/bf16) or 1e-4 (fp32), or when any output element is not finite.
+* Machine identity, library versions and the SM / memory clocks (``nvidia-smi``, sampled
+  while each shape group runs) go into every row. Each row is written and flushed as soon as
+  it is measured.
+
+Slow sparse points are capped: a point whose second call takes longer than ``--cap-ms`` is
+recorded as ``skipped`` and larger M of the same series are skipped (predicted from the last
+measured M). Phases run in priority order under soft deadlines so one device call of
+``--budget-s`` always returns dense + 2:4 for every shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter, defaultdict
+
+import numpy as np
+
+try:
+    import torch
+except ImportError:  # the schema constants stay importable without torch
+    torch = None
+
+SCHEMA_VERSION = 1
+
+# fields every measurement row (kind "gemm" / "gemv") carries; error / skipped rows carry
+# them too, with t_s = None and ok = False
+MACHINE_FIELDS = (
+    "device", "sm_count", "l2_bytes", "cc", "driver", "cuda", "torch", "cupy", "cusparselt",
+    "clock_sm_mhz", "clock_mem_mhz",
+)
+ROW_FIELDS = (
+    "schema", "campaign", "date", "kind", "kernel", "variant", "call", "dtype", "layout",
+    "m", "n", "k", "pattern", "density", "block", "t_s", "t_min_s", "t_max_s", "n_timed",
+    "rel_err", "ok", "timing",
+)
+REQUIRED_FIELDS = ROW_FIELDS + MACHINE_FIELDS
+CEILING_FIELDS = ("schema", "campaign", "date", "kind", "kernel", "call", "value", "unit")
+TOLERANCE = {"fp16": 1e-2, "bf16": 1e-2, "fp32": 1e-4}
+
+# ------------------------------------------------------------------------------------------
+# the grid
+# ------------------------------------------------------------------------------------------
+
+# (model, layer, N, K): GEMM weight shapes W[N, K]
+LLM_SHAPES = [
+    ("opt-1.3b", "attn_qkvo", 2048, 2048),
+    ("opt-1.3b", "fc1", 8192, 2048),
+    ("opt-1.3b", "fc2", 2048, 8192),
+    ("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
+    ("llama-2-7b", "mlp_gate_up", 11008, 4096),
+    ("llama-2-7b", "mlp_down", 4096, 11008),
+    ("opt-6.7b", "fc1", 16384, 4096),
+    ("llama-2-13b", "attn_qkvo", 5120, 5120),
+    ("llama-2-13b", "mlp_gate_up", 13824, 5120),
+    ("llama-2-13b", "mlp_down", 5120, 13824),
+    ("llama-2-70b", "attn_qo", 8192, 8192),
+    ("llama-2-70b", "mlp_gate_up", 28672, 8192),
+    ("llama-2-70b", "mlp_down", 8192, 28672),
+    ("llama-2-70b", "attn_kv_gqa", 1024, 8192),
+    ("llama-3-8b/mixtral", "mlp_gate_up", 14336, 4096),
+    ("llama-3-8b/mixtral", "mlp_down", 4096, 14336),
+    ("llama-3-8b", "attn_kv_gqa", 1024, 4096),
+    ("opt-125m/bert-base", "attn_qkvo", 768, 768),
+    ("opt-125m/bert-base", "fc1", 3072, 768),
+    ("opt-125m/bert-base", "fc2", 768, 3072),
+]
+LLM_M = [1, 8, 16, 64, 128, 512, 2048, 8192]
+
+# ResNet-50 convolutions lowered to GEMM (im2col): N = out channels, K = in channels * kh * kw
+RESNET_SHAPES = [
+    ("resnet-50", "conv3x3_c64", 64, 576),
+    ("resnet-50", "conv3x3_c128", 128, 1152),
+    ("resnet-50", "conv3x3_c256", 256, 2304),
+    ("resnet-50", "conv3x3_c512", 512, 4608),
+    ("resnet-50", "conv1x1_1024to256", 256, 1024),
+    ("resnet-50", "conv1x1_256to1024", 1024, 256),
+    ("resnet-50", "conv1x1_512to2048", 2048, 512),
+    ("resnet-50", "conv1x1_2048to512", 512, 2048),
+]
+RESNET_M = [784, 3136, 6272, 12544]  # batch*H*W: 28x28, 56x56, 32*14x14, 112x112 (or b=4 56x56)
+
+CSR_DENSITIES = [0.5, 0.3, 0.1, 0.05, 0.01]
+BSR_DENSITIES = [0.5, 0.2, 0.1, 0.05]
+BSR_BLOCKS = [16, 32]
+ACT_DENSITIES = [1.0, 0.5, 0.25, 0.1]
+CUPY_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192), (3072, 768),
+               (768, 3072), (2048, 2048), (256, 2304), (1024, 256)]
+CUPY_DENSITIES = [0.1, 0.05, 0.01]
+CUPY_M = [1, 16, 128, 512, 2048, 784, 3136]
+
+QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
+             ("opt-125m/bert-base", "fc2", 768, 3072)]
+QUICK_RESNET = [("resnet-50", "conv3x3_c64", 64, 576)]
+
+
+def all_shapes(quick: bool):
+    """(model, layer, N, K, [M...]) in a fixed order that interleaves LLM and conv shapes,
+    so a phase cut short by its deadline still spans both families."""
+    llm = QUICK_LLM if quick else LLM_SHAPES
+    conv = QUICK_RESNET if quick else RESNET_SHAPES
+    llm_m = [1, 16, 512] if quick else LLM_M
+    conv_m = [784] if quick else RESNET_M
+    out = []
+    for i in range(max(len(llm), len(conv))):
+        if i < len(llm):
+            out.append((*llm[i], llm_m))
+        if i < len(conv):
+            out.append((*conv[i], conv_m))
+    return out
+
+
+def seed_of(*parts) -> int:
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+# ------------------------------------------------------------------------------------------
+# machine identity and clocks
+# ------------------------------------------------------------------------------------------
+
+
+def _smi(query: str) -> list[str] | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20,
+        ).stdout.strip().splitlines()
+        return [s.strip() for s in out[0].split(",")] if out else None
+    except Exception:  # noqa: BLE001 - no nvidia-smi here
+        return None
+
+
+class ClockSampler:
+    """nvidia-smi clocks.sm / clocks.mem, sampled asynchronously while a group runs."""
+
+    QUERY = "clocks.sm,clocks.mem,temperature.gpu,power.draw"
+
+    def __init__(self):
+        self.proc = None
+        self.last = {"clock_sm_mhz": None, "clock_mem_mhz": None, "temp_c": None,
+                     "power_w": None}
+
+    def start(self):
+        if self.proc is not None:
+            self.collect()
+        try:
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", f"--query-gpu={self.QUERY}", "--format=csv,noheader,nounits"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+        except Exception:  # noqa: BLE001
+            self.proc = None
+
+    def collect(self) -> dict:
+        if self.proc is not None:
+            try:
+                out, _ = self.proc.communicate(timeout=20)
+                vals = [v.strip() for v in out.strip().splitlines()[0].split(",")]
+                self.last = {
+                    "clock_sm_mhz": _num(vals[0]), "clock_mem_mhz": _num(vals[1]),
+                    "temp_c": _num(vals[2]), "power_w": _num(vals[3]),
+                }
+            except Exception:  # noqa: BLE001
+                pass
+            self.proc = None
+        return dict(self.last)
+
+
+def _num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def machine_identity(kg) -> dict:
+    props = torch.cuda.get_device_properties(0)
+    smi = _smi("name,driver_version,clocks.max.sm,clocks.max.mem,power.limit,memory.total") or []
+    ident = {
+        "device": props.name,
+        "sm_count": props.multi_processor_count,
+        "l2_bytes": int(getattr(props, "L2_cache_size", 0)),
+        "hbm_bytes": int(props.total_memory),
+        "cc": f"{props.major}.{props.minor}",
+        "driver": smi[1] if len(smi) > 1 else None,
+        "clock_max_sm_mhz": _num(smi[2]) if len(smi) > 2 else None,
+        "clock_max_mem_mhz": _num(smi[3]) if len(smi) > 3 else None,
+        "power_limit_w": _num(smi[4]) if len(smi) > 4 else None,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "cupy": getattr(kg.cupy, "__version__", None) if kg.cupy is not None else None,
+        "cusparselt": kg.cusparselt_version(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+    }
+    if kg.cupy is not None:
+        try:
+            ident["cuda_runtime_cupy"] = kg.cupy.cuda.runtime.runtimeGetVersion()
+        except Exception:  # noqa: BLE001
+            pass
+    return ident
+
+
+def device_slug(name: str) -> str:
+    s = name.lower().replace("nvidia", "").strip()
+    return "-".join("".join(c if c.isalnum() else " " for c in s).split()) or "gpu"
+
+
+# ------------------------------------------------------------------------------------------
+# rows
+# ------------------------------------------------------------------------------------------
+
+
+class RowWriter:
+    def __init__(self, path: str, common: dict, clocks: ClockSampler, echo: bool):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.common = common
+        self.clocks = clocks
+        self.echo = echo
+        self.counts = Counter()
+        self.rows: list[dict] = []
+
+    def write(self, row: dict) -> dict:
+        full = {"schema": SCHEMA_VERSION, **self.common, **self.clocks.last, **row}
+        full["date"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.f.write(json.dumps(full, default=_json_default) + "\n")
+        self.f.flush()
+        key = (full.get("kernel"), full.get("variant"), full.get("dtype"))
+        status = "err" if full.get("error") else "skip" if full.get("skipped") else (
+            "ok" if full.get("ok") else "BAD")
+        self.counts[(*key, status)] += 1
+        self.rows.append({k: full.get(k) for k in (
+            "kind", "kernel", "variant", "dtype", "m", "n", "k", "pattern", "density", "block",
+            "t_s", "ok", "rel_err", "host_call_s", "value", "unit", "error", "skipped")})
+        if self.echo or full.get("error"):
+            print(_fmt_row(full), flush=True)
+        return full
+
+    def close(self):
+        self.f.close()
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def _fmt_row(r: dict) -> str:
+    if r.get("kind") == "ceiling":
+        return f"  ceiling {r['kernel']:<22} {r.get('value')} {r.get('unit')}"
+    t = r.get("t_s")
+    ts = f"{t * 1e6:10.1f}us" if t else f"{'-':>12}"
+    host = r.get("host_call_s")
+    hs = f"host {host * 1e6:7.1f}us" if host else ""
+    extra = r.get("error") or r.get("skipped") or ""
+    err = r.get("rel_err")
+    es = f"err {err:.1e}" if isinstance(err, float) else ""
+    return (f"  {r.get('kernel', ''):<12} {r.get('variant', ''):<28} {r.get('dtype', ''):<4} "
+            f"m={r.get('m')} n={r.get('n')} k={r.get('k')} {r.get('pattern')} "
+            f"d={r.get('density')} b={r.get('block')} {ts} {hs} {es} "
+            f"{'' if r.get('ok') else 'NOT-OK'} {str(extra)[:160]}")
+
+
+# ------------------------------------------------------------------------------------------
+# timing
+# ------------------------------------------------------------------------------------------
+
+
+class Timer:
+    """CUDA-event timing with an L2 flush and a host lead before every timed call."""
+
+    def __init__(self, l2_bytes: int, n_warmup: int, n_timed: int, sleep_hz: float,
+                 device: str = "cuda"):
+        self.flush_bytes = max(2 * l2_bytes, 64 << 20)
+        self.flush_buf = torch.empty(self.flush_bytes // 4, dtype=torch.int32, device=device)
+        self.n_warmup = n_warmup
+        self.n_timed = n_timed
+        self.sleep_hz = sleep_hz
+
+    def _once(self, fn) -> float:
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        return s.elapsed_time(e) * 1e-3
+
+    def time(self, fn, cap_s: float | None = None, flush: bool = True) -> dict:
+        t_first = self._once(fn)  # plan / autotune / JIT: excluded
+        t_probe = self._once(fn)  # warm-up 1
+        if cap_s is not None and t_probe > cap_s:
+            return {"skipped": f"one launch took {t_probe:.4g} s > cap {cap_s:.3g} s",
+                    "t_first_s": t_first, "t_probe_s": t_probe}
+        host = []
+        for _ in range(self.n_warmup - 1):  # warm-ups 2..n
+            h0 = time.perf_counter()
+            fn()
+            host.append(time.perf_counter() - h0)
+        torch.cuda.synchronize()
+        lead_s = min(1.5 * statistics.median(host) + 10e-6, 5e-3)
+        cycles = int(lead_s * self.sleep_hz)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(self.n_timed)]
+        host_calls = []
+        for s, e in events:
+            if flush:
+                self.flush_buf.zero_()
+            torch.cuda._sleep(cycles)
+            s.record()
+            h0 = time.perf_counter()
+            fn()
+            host_calls.append(time.perf_counter() - h0)
+            e.record()
+        torch.cuda.synchronize()
+        ts = sorted(s.elapsed_time(e) * 1e-3 for s, e in events)
+        return {
+            "t_s": statistics.median(ts), "t_min_s": ts[0], "t_max_s": ts[-1],
+            "n_timed": len(ts), "n_warmup": self.n_warmup, "t_first_s": t_first,
+            "host_call_s": statistics.median(host_calls), "lead_s": lead_s,
+            "timing": "cuda_events+l2flush+hostlead" if flush else "cuda_events+hostlead",
+            "flush_bytes": self.flush_bytes if flush else 0,
+        }
+
+    def idle_latency(self, fn, n: int = 20) -> float:
+        """Events around one call on an idle GPU: includes host dispatch and launch latency."""
+        return statistics.median(self._once(fn) for _ in range(n))
+
+    def back_to_back(self, fn, n: int = 1000) -> tuple[float, float]:
+        """(device time per call, host time per call) for n calls issued back to back."""
+        fn()
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        h0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        h1 = time.perf_counter()
+        e.record()
+        torch.cuda.synchronize()
+        return s.elapsed_time(e) * 1e-3 / n, (h1 - h0) / n
+
+
+# ------------------------------------------------------------------------------------------
+# the campaign
+# ------------------------------------------------------------------------------------------
+
+
+class Campaign:
+    def __init__(self, args, kg):
+        self.args = args
+        self.kg = kg
+        self.t0 = time.monotonic()
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self.ident = machine_identity(kg)
+        self.n_sm = self.ident["sm_count"]
+        sleep_hz = (self.ident.get("clock_max_sm_mhz") or 1980.0) * 1e6
+        self.timer = Timer(self.ident["l2_bytes"], args.warmup, args.timed, sleep_hz,
+                           device=kg.DEVICE)
+        self.clocks = ClockSampler()
+        self.clocks.start()
+        self.clocks.collect()
+        date = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d")
+        self.campaign = args.campaign or f"{device_slug(self.ident['device'])}-gemm-sparse-{date}"
+        common = {"campaign": self.campaign, **self.ident, "tf32": False}
+        self.w = RowWriter(args.out, common, self.clocks, echo=args.quick or args.verbose)
+        self.cublas_done: set[tuple] = set()
+        self.disabled: dict[str, str] = {}  # variant -> reason, after a hard API failure
+        print(f"campaign {self.campaign} on {self.ident['device']} ({self.n_sm} SMs, L2 "
+              f"{self.ident['l2_bytes'] / 2**20:.0f} MiB), torch {self.ident['torch']}, CUDA "
+              f"{self.ident['cuda']}, cuSPARSELt {self.ident['cusparselt']}, CuPy "
+              f"{self.ident['cupy']}, driver {self.ident['driver']}", flush=True)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def past(self, frac: float) -> bool:
+        return self.elapsed() > frac * self.args.budget_s
+
+    def group(self):
+        """Start a new clock sample for the group about to run (rows take the last one)."""
+        self.clocks.collect()
+        self.clocks.start()
+
+    def base(self, kind, m, n, k, pattern, density, block, **kw) -> dict:
+        return {"kind": kind, "m": m, "n": n, "k": k, "pattern": pattern, "density": density,
+                "block": block, **kw}
+
+    def error_row(self, base: dict, prep_or_names, exc: BaseException) -> dict:
+        if isinstance(prep_or_names, tuple):
+            kernel, variant, call, dtype = prep_or_names
+            layout = None
+        else:
+            p = prep_or_names
+            kernel, variant, call, dtype, layout = p.kernel, p.variant, p.call, p.dtype, p.layout
+        msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        return self.w.write({**base, "kernel": kernel, "variant": variant, "call": call,
+                             "dtype": dtype, "layout": layout, "t_s": None, "t_min_s": None,
+                             "t_max_s": None, "n_timed": 0, "rel_err": None, "ok": False,
+                             "timing": None, "error": msg[:400]})
+
+    def measure(self, base: dict, prep, ref, cap_s: float | None = None) -> dict:
+        """Time one prepared call, check it against the reference, write the row."""
+        try:
+            res = self.timer.time(prep.fn, cap_s=cap_s)
+            if "skipped" in res:
+                return self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant,
+                                     "call": prep.call, "dtype": prep.dtype,
+                                     "layout": prep.layout, "t_s": None, "t_min_s": None,
+                                     "t_max_s": None, "n_timed": 0, "rel_err": None,
+                                     "ok": False, "timing": None, **prep.extra, **res})
+            out = prep.fn()
+            y = prep.as_y(out)
+            rows, cols, ref_r, ref_c = ref
+            err, finite = self.kg.relative_error(y, rows, cols, ref_r, ref_c)
+            tol = TOLERANCE[prep.dtype]
+            ok = bool(finite and err <= tol)
+            check = ("full" if rows.numel() == y.shape[0] and cols.numel() == y.shape[1]
+                     else f"sampled rows={rows.numel()} cols={cols.numel()}")
+            return self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant,
+                                 "call": prep.call, "dtype": prep.dtype, "layout": prep.layout,
+                                 **res, "rel_err": err, "finite": finite, "ok": ok,
+                                 "tolerance": tol, "check": check, **prep.extra})
+        except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
+            return self.error_row(base, prep, exc)
+
+    def reference(self, x, wm, seed):
+        """Sampled rows/cols and their fp32 reference products of the masked weight."""
+        m, n = x.shape[0], wm.shape[0]
+        g = self.kg.generator(seed)
+        dev = self.kg.DEVICE
+        rows = (torch.arange(m, device=dev) if m <= 256
+                else torch.randperm(m, generator=g, device=dev)[:256].sort().values)
+        cols = (torch.arange(n, device=dev) if n <= 256
+                else torch.randperm(n, generator=g, device=dev)[:256].sort().values)
+        ref_r, ref_c = self.kg.reference_rows(x, wm, rows, cols)
+        return rows, cols, ref_r, ref_c
+
+    def ensure_cublas(self, x, w, m, n, k, model_tag):
+        """The dense comparator row for (m, n, k, dtype) of a sparse row, measured once."""
+        key = (m, n, k, self.kg.dtype_name(w.dtype))
+        if key in self.cublas_done:
+            return
+        base = self.base("gemm", m, n, k, "dense", 1.0, None, shape=model_tag)
+        ref = self.reference(x, w, seed_of("rows", m, n))
+        row = self.measure(base, self.kg.prepare_cublas(x, w), ref)
+        if row.get("t_s") is not None:
+            self.cublas_done.add(key)
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def ceilings(self):
+        kg, q = self.kg, self.args.quick
+        self.group()
+        rows = []
+        # 1. device-to-device copy: bytes read + written over time (no flush: 16x L2 or more)
+        nbytes = (256 << 20) if q else (2 << 30)
+        fn, moved = kg.prepare_copy(nbytes)
+        r = self.timer.time(fn, flush=False)
+        rows.append({"kernel": "d2d_copy", "call": f"dst.copy_(src) fp16, {nbytes} B",
+                     "value": moved / r["t_s"] / 1e9, "unit": "GB/s (read+written)",
+                     "bytes_moved": moved, **r})
+        del fn
+        torch.cuda.empty_cache()
+        # 2. big dense GEMM rate on random normal data
+        sz = 4096 if q else 8192
+        for dt in ("bf16", "fp16"):
+            x = kg.randn((sz, sz), kg.DTYPES[dt], 1)
+            w = kg.randn((sz, sz), kg.DTYPES[dt], 2)
+            r = self.timer.time(lambda x=x, w=w: torch.nn.functional.linear(x, w), flush=False)
+            rows.append({"kernel": f"gemm_{sz}^3_{dt}", "dtype": dt,
+                         "call": "torch.nn.functional.linear(x, W) (random normal)",
+                         "value": 2 * sz**3 / r["t_s"] / 1e12, "unit": "TFLOP/s",
+                         "m": sz, "n": sz, "k": sz, **r})
+            del x, w
+        # 3. fixed costs: empty kernel and a tiny cuBLAS GEMM
+        x = kg.randn((16, 64), torch.float16, 3)
+        w = kg.randn((64, 64), torch.float16, 4)
+        launches = [("empty_kernel_torch", *kg.prepare_empty_kernel("torch")),
+                    ("tiny_cublas_16x64x64", lambda: torch.nn.functional.linear(x, w),
+                     "torch.nn.functional.linear(x[16,64], W[64,64]) fp16")]
+        if kg.cupy is not None:
+            try:
+                launches.append(("empty_kernel_cupy", *kg.prepare_empty_kernel("cupy")))
+            except Exception as exc:  # noqa: BLE001
+                print(f"  cupy empty kernel unavailable: {exc}", flush=True)
+        for name, fn, call in launches:
+            r = self.timer.time(fn, flush=False)
+            idle = self.timer.idle_latency(fn)
+            b2b_dev, b2b_host = self.timer.back_to_back(fn)
+            base = {"kernel": name, "call": call, "unit": "s"}
+            rows.append({**base, "metric": "device_time_events_hostlead", "value": r["t_s"], **r})
+            rows.append({**base, "metric": "idle_gpu_call_latency_events", "value": idle})
+            rows.append({**base, "metric": "back_to_back_device_per_call", "value": b2b_dev})
+            rows.append({**base, "metric": "back_to_back_host_per_call", "value": b2b_host})
+        for row in rows:
+            self.w.write({"kind": "ceiling", **row})
+
+    def phase_dense_24(self, shapes, frac):
+        """cuBLAS fp16/bf16 and cuSPARSELt 2:4 (three call paths) at every (N, K, M)."""
+        kg = self.kg
+        for model, layer, n, k, ms in shapes:
+            if self.past(frac):
+                print(f"  dense/2:4 phase: deadline, stopping before {n}x{k}", flush=True)
+                return
+            tag = f"{model}/{layer}"
+            self.group()
+            w32 = kg.randn((n, k), torch.float32, seed_of("W", n, k))
+            for dt in ("fp16", "bf16"):
+                w = w32.to(kg.DTYPES[dt])
+                w24 = w * kg.mask_2to4(w)
+                for m in ms:
+                    x = kg.randn((m, k), kg.DTYPES[dt], seed_of("x", m, k, dt))
+                    ref_d = self.reference(x, w, seed_of("rows", m, n))
+                    base_d = self.base("gemm", m, n, k, "dense", 1.0, None, shape=tag)
+                    row = self.measure(base_d, kg.prepare_cublas(x, w), ref_d)
+                    if row.get("t_s") is not None:
+                        self.cublas_done.add((m, n, k, dt))
+                    del ref_d
+                    ref_s = self.reference(x, w24, seed_of("rows", m, n))
+                    base_s = self.base("gemm", m, n, k, "2:4", 0.5, None, shape=tag)
+                    self._cusparselt_point(base_s, x, w24, ref_s, dt)
+                    del x, ref_s
+                del w, w24
+            del w32
+            torch.cuda.empty_cache()
+            print(f"  [{self.elapsed():6.1f}s] dense+2:4 {tag} {n}x{k} done "
+                  f"({len(self.w.rows)} rows)", flush=True)
+
+    def _cusparselt_point(self, base, x, w24, ref, dt):
+        kg = self.kg
+        names = {
+            "semi_structured_linear": kg.prepare_cusparselt_linear,
+            "cslt_sparse_mm": kg.prepare_cslt_sparse_mm,
+        }
+        for variant, prep_fn in names.items():
+            if variant in self.disabled:
+                continue
+            try:
+                prep = prep_fn(x, w24)
+            except Exception as exc:  # noqa: BLE001
+                self.error_row(base, ("cusparselt", variant, variant, dt), exc)
+                continue
+            self.measure(base, prep, ref)
+            if variant == "cslt_sparse_mm" and "cslt_sparse_mm_cudagraph" not in self.disabled:
+                try:
+                    gprep = kg.prepare_cuda_graph(prep)
+                except Exception as exc:  # noqa: BLE001
+                    self.error_row(base, ("cusparselt", "cslt_sparse_mm_cudagraph",
+                                          "CUDAGraph of " + prep.call, dt), exc)
+                    self.disabled["cslt_sparse_mm_cudagraph"] = str(exc)
+                    torch.cuda.synchronize()
+                    continue
+                self.measure(base, gprep, ref)
+                del gprep
+            del prep
+
+    def phase_act_gemv(self, shapes, densities, frac):
+        """Activation-sparse GEMV (M = 1, fp16): three implementations per density."""
+        kg = self.kg
+        for model, layer, n, k, _ms in shapes:
+            if not model.startswith(("opt", "llama")):
+                continue
+            if self.past(frac):
+                print("  act_gemv phase: deadline", flush=True)
+                return
+            tag = f"{model}/{layer}"
+            self.group()
+            w = kg.randn((n, k), torch.float16, seed_of("W", n, k))
+            x_dense = kg.randn((1, k), torch.float16, seed_of("x", 1, k, "fp16"))
+            self.ensure_cublas(x_dense, w, 1, n, k, tag)
+            for d in densities:
+                xs, idx = kg.sparse_activation(k, d, torch.float16, seed_of("act", k, d))
+                ref = self.reference(xs.reshape(1, k), w, 0)
+                base = self.base("gemv", 1, n, k, "activation", d, None, shape=tag,
+                                 act_density_actual=idx.numel() / k)
+                for prep_fn in (kg.prepare_act_gemv_torch, kg.prepare_act_gemv_torch_t,
+                                kg.prepare_act_gemv_cupy):
+                    try:
+                        prep = (prep_fn(w, xs, idx, n_sm=self.n_sm)
+                                if prep_fn is kg.prepare_act_gemv_cupy else prep_fn(w, xs, idx))
+                    except Exception as exc:  # noqa: BLE001
+                        self.error_row(base, ("act_gemv", prep_fn.__name__, prep_fn.__name__,
+                                              "fp16"), exc)
+                        continue
+                    self.measure(base, prep, ref)
+                    del prep
+            del w
+            torch.cuda.empty_cache()
+        print(f"  [{self.elapsed():6.1f}s] act_gemv done ({len(self.w.rows)} rows)", flush=True)
+
+    def _sparse_series(self, name, shapes, densities, blocks, dtype_order, prep_fns, frac,
+                       m_filter=None, mask_kind="unstructured"):
+        """Shared loop for CSR / BSR / CuPy: per (shape, block, density) a series over M
+        ascending, with the per-launch cap and the predicted-time skip."""
+        kg = self.kg
+        cap = self.args.cap_ms * 1e-3
+        for model, layer, n, k, ms in shapes:
+            tag = f"{model}/{layer}"
+            ms_here = [m for m in sorted(ms) if m_filter is None or m_filter(m)]
+            if not ms_here:
+                continue
+            if self.past(frac):
+                print(f"  {name} phase: deadline, stopping before {n}x{k}", flush=True)
+                return
+            self.group()
+            w32 = kg.randn((n, k), torch.float32, seed_of("W", n, k))
+            for block in blocks:
+                if block and (n % block or k % block):
+                    continue
+                for d in densities:
+                    if self.past(frac):
+                        break
+                    if mask_kind == "block":
+                        mask = kg.mask_block((n, k), d, block, seed_of("blk", n, k, d, block))
+                        pattern = "block"
+                    else:
+                        mask = kg.mask_unstructured((n, k), d, seed_of("uns", n, k, d))
+                        pattern = "unstructured"
+                    d_actual = float(mask.float().mean())
+                    for prep_fn in prep_fns:
+                        self._series_over_m(name, prep_fn, w32, mask, n, k, ms_here, d,
+                                            d_actual, block, pattern, dtype_order, cap, tag)
+                    del mask
+            del w32
+            torch.cuda.empty_cache()
+            print(f"  [{self.elapsed():6.1f}s] {name} {tag} {n}x{k} done "
+                  f"({len(self.w.rows)} rows)", flush=True)
+
+    def _series_over_m(self, name, prep_fn, w32, mask, n, k, ms, d, d_actual, block,
+                       pattern, dtype_order, cap, tag):
+        kg = self.kg
+        label = f"{prep_fn.__name__}"
+        for dt in dtype_order:
+            key = f"{label}:{dt}"
+            if key in self.disabled:
+                continue
+            wm = (w32 * mask).to(kg.DTYPES[dt])
+            last = None  # (m, t_s) of the last measured point
+            failed = False
+            for m in ms:
+                base = self.base("gemm", m, n, k, pattern, d, block, shape=tag,
+                                 density_actual=d_actual)
+                if last is not None and last[1] * m / last[0] > cap:
+                    self.w.write({**base, "kernel": name, "variant": label, "call": label,
+                                  "dtype": dt, "layout": None, "t_s": None, "t_min_s": None,
+                                  "t_max_s": None, "n_timed": 0, "rel_err": None, "ok": False,
+                                  "timing": None,
+                                  "skipped": f"predicted {last[1] * m / last[0]:.3g} s per "
+                                             f"launch from m={last[0]} > cap {cap:.3g} s"})
+                    continue
+                x = kg.randn((m, k), kg.DTYPES[dt], seed_of("x", m, k, dt))
+                ref = self.reference(x, wm, seed_of("rows", m, n))
+                try:
+                    prep = (prep_fn(x, wm, block) if block else prep_fn(x, wm))
+                except Exception as exc:  # noqa: BLE001
+                    self.error_row(base, (name, label, label, dt), exc)
+                    failed = True
+                    del x, ref
+                    break
+                row = self.measure(base, prep, ref, cap_s=cap)
+                del prep
+                if row.get("error"):
+                    failed = True
+                    del x, ref
+                    break
+                if row.get("t_s") is not None:
+                    last = (m, row["t_s"])
+                    if (m, n, k, dt) not in self.cublas_done:
+                        self.ensure_cublas(x, w32.to(kg.DTYPES[dt]), m, n, k, tag)
+                elif row.get("skipped"):
+                    last = (m, row.get("t_probe_s", cap))
+                del x, ref
+            del wm
+            if failed:
+                # an API failure for this dtype: remember it and try the next dtype
+                self.disabled[key] = "failed"
+                continue
+            break  # the first dtype that works is the one this kernel is measured in
+
+    # -- summary ---------------------------------------------------------------------------
+
+    def summary(self):
+        print("\nrows per (kernel, variant, dtype, status):", flush=True)
+        for key, cnt in sorted(self.w.counts.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            print(f"  {str(key[0]):<14} {str(key[1]):<34} {str(key[2]):<5} {key[3]:<5} {cnt}")
+        dense = {}
+        for r in self.w.rows:
+            if r["kernel"] == "cublas" and r["t_s"]:
+                dense[(r["m"], r["n"], r["k"], r["dtype"])] = r["t_s"]
+        ratios = defaultdict(list)
+        for r in self.w.rows:
+            if r["kind"] in ("gemm", "gemv") and r["kernel"] != "cublas" and r["t_s"]:
+                d = dense.get((r["m"], r["n"], r["k"], r["dtype"]))
+                if d:
+                    mb = "M<=16" if r["m"] <= 16 else "M<=512" if r["m"] <= 512 else "M>512"
+                    ratios[(r["kernel"], r["variant"], r["dtype"], r["pattern"], r["density"],
+                            r["block"], mb)].append(d / r["t_s"])
+        print("\nmedian speed-up over cuBLAS (dense t / sparse t), by M band:")
+        for key in sorted(ratios, key=lambda t: tuple(map(str, t))):
+            v = ratios[key]
+            print(f"  {' '.join(str(x) for x in key):<90} n={len(v):3d} "
+                  f"median {statistics.median(v):6.3f} min {min(v):6.3f} max {max(v):6.3f}")
+        for r in self.w.rows:
+            if r["kind"] == "ceiling" and r.get("unit") != "s":
+                print(f"  ceiling {r['kernel']}: {r['value']:.1f} {r['unit']}")
+        n_bad = sum(1 for r in self.w.rows if r["t_s"] and not r["ok"])
+        print(f"\n{len(self.w.rows)} rows, {n_bad} timed but not ok, "
+              f"{self.elapsed():.0f} s elapsed; written to {self.args.out}", flush=True)
+
+
+def run(args, kg) -> int:
+    c = Campaign(args, kg)
+    shapes = all_shapes(args.quick)
+    q = args.quick
+    try:
+        c.ceilings()
+        print(f"  [{c.elapsed():6.1f}s] ceilings done", flush=True)
+        c.phase_dense_24(shapes, frac=0.45)
+        c.phase_act_gemv(shapes, [0.5, 0.1] if q else ACT_DENSITIES, frac=0.50)
+        c._sparse_series("cusparse_csr", shapes, [0.1] if q else CSR_DENSITIES, [None],
+                         ("fp16", "fp32"), [kg.prepare_torch_csr], frac=0.70)
+        c._sparse_series("torch_bsr", shapes, [0.1] if q else BSR_DENSITIES, BSR_BLOCKS,
+                         ("fp16", "fp32"), [kg.prepare_torch_bsr], frac=0.86,
+                         mask_kind="block")
+        cupy_shapes = [s for s in shapes if (s[2], s[3]) in CUPY_SHAPES] if not q else shapes
+        c._sparse_series("cupy_csr", cupy_shapes, [0.1] if q else CUPY_DENSITIES, [None],
+                         ("fp16", "fp32"), [kg.prepare_cupy_csr], frac=0.93,
+                         m_filter=lambda m: m in CUPY_M)
+        triton_shapes = cupy_shapes[:4] if not q else shapes[:1]
+        c._sparse_series("torch_bsr", triton_shapes, [0.1] if q else [0.2, 0.05], [32],
+                         ("fp16",), [kg.prepare_triton_bsr], frac=1.0,
+                         m_filter=lambda m: m in (16, 512, 2048, 784, 3136))
+    finally:
+        c.clocks.collect()
+        c.summary()
+        c.w.close()
+    return 0
+
+
+def _load_kernels():
+    try:
+        from simsparse.kernels import gpu
+    except ImportError:  # run as a script without the package importable
+        import importlib.util
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "gpu.py")
+        spec = importlib.util.spec_from_file_location("simsparse_kernels_gpu", path)
+        gpu = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = gpu
+        spec.loader.exec_module(gpu)
+    return gpu
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m simsparse.measure_gpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON-lines file to append rows to")
+    p.add_argument("--quick", action="store_true", help="small smoke grid (about a minute)")
+    p.add_argument("--campaign", default=None, help="campaign id (default: <gpu>-gemm-sparse-"
+                   "<UTC date>)")
+    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="soft wall-clock budget; phases stop at fixed fractions of it")
+    p.add_argument("--cap-ms", type=float, default=50.0,
+                   help="skip a sparse point whose single launch exceeds this")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--timed", type=int, default=20)
+    p.add_argument("--verbose", action="store_true", help="print every row")
+    args = p.parse_args(argv)
+    if args.warmup < 5 or args.timed < 20:
+        p.error("MEASURING.md: at least 5 warm-up and 20 timed launches")
+    if torch is None or not torch.cuda.is_available():
+        print("no CUDA device visible to torch: nothing to measure", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.budget_s = min(args.budget_s, 120.0)
+    return run(args, _load_kernels())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

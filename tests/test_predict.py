@@ -1,0 +1,73 @@
+"""The predict contract: one JSON answer per line, bad lines get an error object, good lines a result."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from simsparse.predict import predict_line, predict_stream
+
+GOOD = {"hardware": "h100-sxm", "op": {"kind": "gemm", "m": 4096, "n": 4096, "k": 4096, "dtype": "fp16"},
+        "weight": {"pattern": "2:4"}}
+
+
+def test_good_line_has_results_and_echo():
+    out = predict_line(json.dumps(GOOD))
+    assert out["hardware"] == "h100-sxm" and out["weight"] == {"pattern": "2:4"}
+    assert out["t_s"] > 0 and out["cycles"] > 0 and out["kernel"] and out["bound"]
+    # lower bound from first principles: 2·M·N·K FLOPs at the 2:4 sparse datasheet peak
+    assert out["t_s"] >= 2 * 4096**3 / 1978.9e12
+
+
+def test_forced_kernel_is_used():
+    line = dict(GOOD, kernel="cublas")
+    assert predict_line(json.dumps(line))["kernel"] == "cublas"
+
+
+@pytest.mark.parametrize("line,field", [
+    ("not json", "line"),
+    ("[1, 2]", "line"),
+    ({"op": GOOD["op"]}, "hardware"),
+    (dict(GOOD, hardware="h100-smx"), "hardware"),
+    (dict(GOOD, op={"kind": "gemm", "m": -1, "n": 4, "k": 4}), "op.m"),
+    (dict(GOOD, op={"kind": "gemm", "m": 0, "n": 4, "k": 4}), "op.m"),
+    (dict(GOOD, op={"kind": "gemm", "m": 4, "n": 4}), "op.k"),
+    (dict(GOOD, op={"kind": "gemm", "m": 4, "n": 4, "k": 4, "dtype": "fp64"}), "op.dtype"),
+    (dict(GOOD, weight={"pattern": "5:4"}), "weight"),
+    (dict(GOOD, weight={"pattern": "unstructured", "density": 1.5}), "weight.density"),
+    (dict(GOOD, weight={"pattern": "unstructured"}), "weight.density"),
+    (dict(GOOD, weight={"pattern": "block", "block": [16], "density": 0.5}), "weight.block"),
+    (dict(GOOD, activation={"density": 0}), "activation"),
+    (dict(GOOD, kernel="cusparselt", weight={"pattern": "dense"}), "kernel"),
+    (dict(GOOD, kernel="nope"), "kernel"),
+    (dict(GOOD, hardware="v100", kernel="cusparselt"), "kernel"),
+    (dict(GOOD, extra=1), "extra"),
+])
+def test_bad_lines_get_error_objects(line, field):
+    raw = line if isinstance(line, str) else json.dumps(line)
+    out = predict_line(raw)
+    assert "error" in out, out
+    assert out["error"]["field"].startswith(field), out["error"]
+    assert out["error"]["reason"]
+
+
+def test_cli_predict_mixed_batch_exit_code():
+    lines = [json.dumps(GOOD), "{bad", json.dumps(dict(GOOD, weight={"pattern": "unstructured", "density": 0.1}))]
+    proc = subprocess.run([sys.executable, "-m", "simsparse", "predict"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=120)
+    outs = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert len(outs) == 3
+    assert "t_s" in outs[0] and "error" in outs[1] and "t_s" in outs[2]
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_stream_skips_blank_lines():
+    assert len(list(predict_stream(["", json.dumps(GOOD), "   "]))) == 1
+
+
+def test_t_s_is_finite():
+    out = predict_line(json.dumps(dict(GOOD, op={"kind": "gemm", "m": 1, "n": 1, "k": 1}, weight={"pattern": "dense"})))
+    assert "t_s" in out and math.isfinite(out["t_s"]) and out["t_s"] > 0
