@@ -16,7 +16,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Simulate sparse neural networks on GPUs, sparse Tensor Cores, FPGAs, CPUs and ASICs.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: don't squeeze tables
 err_console = Console(stderr=True)
 
 DEFAULT_HARDWARE = ["h100-sxm", "h200", "a100-sxm4-80g", "v100"]
