@@ -147,3 +147,12 @@ def test_nm_validator_catches_any_overfull_group(rows, groups, seed):
     r, g = rng.integers(rows), rng.integers(groups)
     mask[r, g * 4: g * 4 + 3] = True  # three nonzeros in one group of four
     assert any(f"row {r}, group {g}" in p for p in NM(2, 4).check(mask))
+
+
+def test_with_stats_works_for_every_pattern():
+    stats = SparsityStats.from_mask(np.ones((4, 8), dtype=bool), tile_shape=(2, 2))
+    for p in (Dense(), NM(2, 4), Unstructured(0.3), Block(2, 4, 0.5), Group(4, 0.5), Channel(0.5, 1),
+              ConstantFanIn(4), Activation(0.4, "topk")):
+        q = p.with_stats(stats)
+        assert q == p and q.stats is stats and p.stats is None
+        assert parse_pattern(q.to_dict()).stats.row_nnz.tolist() == [8, 8, 8, 8]

@@ -12,6 +12,7 @@ through a plain dict (`to_dict` / `parse_pattern`).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -119,9 +120,10 @@ class Sparsity:
         return self
 
     def with_stats(self, stats: SparsityStats | None) -> Sparsity:
-        from dataclasses import replace
-
-        return replace(self, stats=stats)
+        """A copy carrying measured statistics (patterns with their own __init__ can't use replace)."""
+        out = copy.copy(self)
+        object.__setattr__(out, "stats", stats)
+        return out
 
     def mask(self, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
         """A random boolean mask of this pattern (True = kept), reproducible from `seed`."""
