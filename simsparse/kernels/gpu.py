@@ -60,6 +60,17 @@ class Prepared:
     keep: list = field(default_factory=list)  # objects that must outlive fn (graphs, handles)
 
 
+def describes(kernel: str, variant: str, call: str):
+    """Tag a ``prepare_*`` function with the kernel / variant / call it prepares, so rows for
+    calls that failed or were skipped name the same thing as rows that ran."""
+
+    def tag(f):
+        f.kernel, f.variant, f.call = kernel, variant, call
+        return f
+
+    return tag
+
+
 def _identity(out: torch.Tensor) -> torch.Tensor:
     return out
 
@@ -144,6 +155,8 @@ def sparse_activation(k: int, density: float, dtype: torch.dtype, seed: int, dev
 # --------------------------------------------------------------------------------------------
 
 
+@describes("cublas", "linear",
+           "torch.nn.functional.linear(x, W)")
 def prepare_cublas(x: torch.Tensor, w: torch.Tensor) -> Prepared:
     """Dense GEMM through torch (cuBLAS/cuBLASLt): y = F.linear(x, W)."""
     return Prepared(
@@ -169,6 +182,8 @@ def cusparselt_version() -> int | None:
         return None
 
 
+@describes("cusparselt", "semi_structured_linear",
+           "torch.nn.functional.linear(x, Ws) with Ws = torch.sparse.to_sparse_semi_structured(W) [SparseSemiStructuredTensor._FORCE_CUTLASS=False]")
 def prepare_cusparselt_linear(x: torch.Tensor, w24: torch.Tensor) -> Prepared:
     """2:4 weight as torch's semi-structured subclass (cuSPARSELt backend), used via F.linear.
 
@@ -200,6 +215,8 @@ def prepare_cusparselt_linear(x: torch.Tensor, w24: torch.Tensor) -> Prepared:
     )
 
 
+@describes("cusparselt", "cslt_sparse_mm",
+           "torch._cslt_sparse_mm(Wc, x_pad.t()) with Wc = torch._cslt_compress(W) [alg_id=0]")
 def prepare_cslt_sparse_mm(x: torch.Tensor, w24: torch.Tensor, pad_to: int = 8) -> Prepared:
     """Direct call on a pre-compressed weight: torch._cslt_sparse_mm(Wc, x_pad.t()), alg_id 0.
 
@@ -223,6 +240,55 @@ def prepare_cslt_sparse_mm(x: torch.Tensor, w24: torch.Tensor, pad_to: int = 8) 
         fn=lambda: torch._cslt_sparse_mm(wc, b),
         as_y=lambda out: out[:, :m].t(),
         extra={"m_pad": m_pad, "alg_id": 0, "compressed_bytes": wc.numel() * wc.element_size()},
+        keep=[wc, xp],
+    )
+
+
+def cslt_search(wc: torch.Tensor, b: torch.Tensor) -> dict:
+    """cuSPARSELt's own algorithm search for this (Wc, B): alg id and, where torch exposes it,
+    split-K. Returns the fields and which torch call gave them."""
+    mm_search = getattr(getattr(torch._C, "_cusparselt", None), "mm_search", None)
+    if mm_search is not None:
+        try:
+            res = mm_search(wc, b, None, None, None, False)
+            alg_id, split_k, split_k_mode, max_alg_id = (int(v) for v in tuple(res)[:4])
+            return {"alg_id": alg_id, "split_k": split_k, "split_k_mode": split_k_mode,
+                    "max_alg_id": max_alg_id, "search_call": "torch._C._cusparselt.mm_search"}
+        except Exception:  # noqa: BLE001 - fall back to the older entry point
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alg_id = int(torch._cslt_sparse_mm_search(wc, b))
+    return {"alg_id": alg_id, "search_call": "torch._cslt_sparse_mm_search"}
+
+
+@describes("cusparselt", "cslt_sparse_mm_searched",
+           "torch._cslt_sparse_mm(Wc, x_pad.t(), alg_id=<searched>[, split_k, split_k_mode])")
+def prepare_cslt_sparse_mm_searched(x: torch.Tensor, w24: torch.Tensor,
+                                    pad_to: int = 8) -> Prepared:
+    """As prepare_cslt_sparse_mm, with the algorithm (and split-K) cuSPARSELt's search picks."""
+    base = prepare_cslt_sparse_mm(x, w24, pad_to)
+    wc, xp = base.keep
+    b = xp.t()
+    found = cslt_search(wc, b)
+    kw = {"alg_id": found["alg_id"]}
+    if "split_k" in found:
+        kw.update(split_k=found["split_k"], split_k_mode=found["split_k_mode"])
+    try:
+        torch._cslt_sparse_mm(wc, b, **kw)
+    except TypeError:  # older signature: alg_id only
+        kw = {"alg_id": found["alg_id"]}
+    args = ", ".join(f"{k}={v}" for k, v in kw.items())
+    return Prepared(
+        kernel="cusparselt",
+        variant="cslt_sparse_mm_searched",
+        call=f"torch._cslt_sparse_mm(Wc, x_pad.t(), {args}) with Wc = torch._cslt_compress(W); "
+        f"{args} from {found['search_call']}",
+        dtype=base.dtype,
+        layout=base.layout,
+        fn=lambda: torch._cslt_sparse_mm(wc, b, **kw),
+        as_y=base.as_y,
+        extra={**base.extra, **found},
         keep=[wc, xp],
     )
 
@@ -266,6 +332,8 @@ def _transposed_activations(x: torch.Tensor) -> torch.Tensor:
     return x.t().contiguous()
 
 
+@describes("cusparse_csr", "torch_csr_matmul",
+           "W_csr @ xT  (W_csr = torch.sparse_csr_tensor(int32 crow, int32 col, values))")
 def prepare_torch_csr(x: torch.Tensor, wm: torch.Tensor) -> Prepared:
     """torch CSR (int32 indices) @ dense: yT[N, M] = W_csr[N, K] @ xT[K, M] (cuSPARSE SpMM)."""
     csr = wm.to_sparse_csr()
@@ -291,6 +359,8 @@ def prepare_torch_csr(x: torch.Tensor, wm: torch.Tensor) -> Prepared:
     )
 
 
+@describes("cupy_csr", "cupyx_csr_matmul",
+           "cupyx.scipy.sparse.csr_matrix(W) @ X  (X = cupy.from_dlpack(x).T, F-order [K,M])")
 def prepare_cupy_csr(x: torch.Tensor, wm: torch.Tensor) -> Prepared:
     """cupyx.scipy.sparse.csr_matrix @ cupy array (cuSPARSE SpMM through CuPy).
 
@@ -323,6 +393,8 @@ def prepare_cupy_csr(x: torch.Tensor, wm: torch.Tensor) -> Prepared:
 # --------------------------------------------------------------------------------------------
 
 
+@describes("torch_bsr", "torch_bsr_matmul",
+           "W_bsr @ xT  (W_bsr = W.to_sparse_bsr((b, b)))")
 def prepare_torch_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepared:
     """torch BSR @ dense: yT[N, M] = W_bsr[N, K] @ xT[K, M] (torch's CUDA BSR matmul)."""
     w_bsr = wm.to_sparse_bsr((block, block))
@@ -339,10 +411,15 @@ def prepare_torch_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepared
         as_y=_transpose,
         extra={"nnz": nnz_blocks * block * block, "nnz_blocks": nnz_blocks,
                "index_dtype": str(w_bsr.col_indices().dtype).replace("torch.", "")},
+        # torch 2.11 on sm_90 routes BSR @ dense (fp16 and fp32 alike) to its Triton
+        # bsr_dense_addmm: its "non-optimal triton kernel parameters" warning is kept in the
+        # rows' first_call_warnings
         keep=[w_bsr, xt],
     )
 
 
+@describes("torch_bsr", "triton_bsr_dense_mm",
+           "torch.sparse._triton_ops.bsr_dense_mm(W_bsr, xT)  (W_bsr = W.to_sparse_bsr((b, b)))")
 def prepare_triton_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepared:
     """torch.sparse._triton_ops.bsr_dense_mm(W_bsr, xT): torch's Triton BSR kernel."""
     from torch.sparse._triton_ops import bsr_dense_mm
@@ -369,6 +446,8 @@ def prepare_triton_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepare
 # --------------------------------------------------------------------------------------------
 
 
+@describes("act_gemv", "torch_index_select_cols",
+           "W.index_select(1, idx) @ x.index_select(0, idx)")
 def prepare_act_gemv_torch(w: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> Prepared:
     """Naive torch form on row-major W[N, K]: gather columns (strided), then GEMV."""
     idx64 = idx.to(torch.int64)
@@ -385,6 +464,8 @@ def prepare_act_gemv_torch(w: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) 
     )
 
 
+@describes("act_gemv", "torch_index_select_rows_wt",
+           "torch.mv(Wt.index_select(0, idx).t(), x.index_select(0, idx))  (Wt = W.t())")
 def prepare_act_gemv_torch_t(w: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> Prepared:
     """torch form on Wt[K, N] (weight stored transposed): gather whole rows, then GEMV."""
     idx64 = idx.to(torch.int64)
@@ -463,6 +544,8 @@ def act_gemv_grid(n: int, nnz: int, n_sm: int = 132) -> tuple[tuple[int, int], i
     return (gx, gy), chunk
 
 
+@describes("act_gemv", "cupy_fused_gather_gemv",
+           "cudaMemsetAsync(y) + cupy.RawKernel act_gemv_<dtype> (fused gather-GEMV, split-K fp32 atomicAdd)")
 def prepare_act_gemv_cupy(w: torch.Tensor, x: torch.Tensor, idx: torch.Tensor,
                           n_sm: int = 132) -> Prepared:
     """Fused CuPy RawKernel: y[n] = sum_j Wt[idx[j], n] * x[idx[j]] over the non-zeros only.
