@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "simulate": "simsparse.api",
+    "sweep": "simsparse.sweep",
     "SimResult": "simsparse.api",
     "predict_line": "simsparse.predict",
     "Op": "simsparse.core.ops",

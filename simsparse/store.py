@@ -140,13 +140,18 @@ class ResultStore:
                 pass
             return None
 
-    def keys(self) -> set[str]:
-        """Keys of every finished point."""
+    def keys(self, ok_only: bool = False) -> set[str]:
+        """Keys of every stored point (only those without an `error`, if ok_only)."""
         out: set[str] = set()
         for p in self.parts():
-            t = self._read_part(p, ["key"])
-            if t is not None:
-                out.update(t.column("key").to_pylist())
+            t = self._read_part(p, ["key", "error"] if ok_only else ["key"])
+            if t is None:
+                continue
+            keys = t.column("key").to_pylist()
+            if ok_only and "error" in t.column_names:
+                errs = t.column("error").to_pylist()
+                keys = [k for k, e in zip(keys, errs, strict=True) if not e]
+            out.update(keys)
         return out
 
     def read_table(self, keys: Iterable[str] | None = None) -> pa.Table | None:
