@@ -25,6 +25,11 @@ def _mapper_module(spec: HardwareSpec):
 
 def candidates(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[Mapping]:
     """All legal mappings of `op` on `spec` (restricted to one kernel if named)."""
+    return _mapper_module(spec).candidates(op, spec, kernel_names(op, spec, kernel))
+
+
+def kernel_names(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[str]:
+    """The kernels that can run `op` on `spec` (just `kernel` if named); ValueError if none can."""
     legal = legal_kernels(op, spec)
     if kernel is not None:
         if kernel not in legal:
@@ -42,15 +47,21 @@ def candidates(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[Ma
         reasons = "; ".join(f"{k}: {why}" for k, why in legal.items())
         raise ValueError(f"op: no kernel on {spec.name} can run {op.kind} {op.shape_str()} "
                          f"{op.dtype} ({reasons})")
-    return _mapper_module(spec).candidates(op, spec, names)
+    return names
 
 
 def best(op: Op, spec: HardwareSpec, kernel: str | None = None) -> tuple[Mapping, Cost]:
-    """The fastest legal mapping and its cost."""
+    """The fastest legal mapping and its cost (the class mapper's own `best` where it has one,
+    e.g. the GPU mapper prices all its candidates in one vectorised pass)."""
+    mod = _mapper_module(spec)
+    if hasattr(mod, "best"):
+        return mod.best(op, spec, kernel_names(op, spec, kernel))
     best_pair: tuple[Mapping, Cost] | None = None
     for mapping in candidates(op, spec, kernel):
         c = hwmodels.cost(op, mapping, spec)
         if best_pair is None or c.t_s < best_pair[1].t_s:
             best_pair = (mapping, c)
-    assert best_pair is not None
+    if best_pair is None:
+        raise ValueError(f"op: no legal mapping of {op.kind} {op.shape_str()} {op.dtype} on {spec.name} "
+                         f"(kernels tried: {', '.join(kernel_names(op, spec, kernel))})")
     return best_pair

@@ -30,6 +30,7 @@ module's other names use `from simsparse.sweep import load_spec, points, …`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -445,10 +446,21 @@ def _variant(ref: str, overrides: dict[str, Any], spec: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
+    """simsparse version + a fingerprint of the model code, so a changed model never reuses
+    stored results computed by the old one."""
+    from pathlib import Path
+
     import simsparse
 
-    return simsparse.__version__
+    root = Path(simsparse.__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pkg in ("simsparse/core", "hwmodels", "mappers", "workloads"):
+        for f in sorted((root / pkg).rglob("*.py")) + sorted((root / pkg).rglob("*.yaml")):
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+    return f"{simsparse.__version__}+{h.hexdigest()[:12]}"
 
 
 def _canon(v: Any) -> str:
