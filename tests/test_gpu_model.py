@@ -1,0 +1,228 @@
+"""GPU Tensor Core / 2:4 sparse Tensor Core model: first principles and the two evaluation paths."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+import hwmodels
+from hwmodels import gpu
+from hwmodels.spec import parse_spec
+from simsparse.core.formats import format_nbytes
+from simsparse.core.mapping import Mapping
+from simsparse.core.ops import AttnGeom, Op
+from simsparse.core.sparsity import NM, Activation, Block, Unstructured
+
+TINY = {
+    "name": "tiny", "hw_class": "gpu", "display_name": "tiny", "arch": "sm_90",
+    "sm_count": {"value": 4, "source": "test"}, "clock_hz": {"value": 1.0e9, "source": "test"},
+    "tc_flops_per_clk_per_sm": {"fp16": {"value": 1024, "source": "test"}},
+    "sparse_tc_speedup": {"value": 2.0, "source": "test"},
+    "cuda_fp32_flops_per_clk_per_sm": {"value": 128, "source": "test"},
+    "hbm_bw_gbps": {"value": 100, "source": "test"}, "hbm_bytes": {"value": 1.0e9, "source": "test"},
+    "l2_bytes": {"value": 1.0e6, "source": "test"}, "smem_bytes_per_sm": {"value": 233472, "source": "test"},
+    "regs_bytes_per_sm": {"value": 262144, "source": "test"}, "tdp_w": {"value": 100, "source": "test"},
+    "efficiency": {"hbm_eff": {"value": 1.0, "source": "test"}, "gemm_hbm_eff": {"value": 1.0, "source": "test"},
+                   "cublas.tc_eff": {"value": 1.0, "source": "test"},
+                   "mem_latency_s": {"value": 1e-6, "source": "test"}, "launch_s": {"value": 2e-6, "source": "test"},
+                   "cusparselt.tc_eff": {"value": 1.0, "source": "test"},
+                   "l2_dirty_frac": {"value": 0.0, "source": "test"}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return parse_spec(TINY, "tiny")
+
+
+def test_hand_computed_waves_and_cycles(tiny):
+    """256x256x128 fp16 on 4 SMs, tile 128x128x64, 2 stages: 4 CTAs in one wave, 2 k-steps of
+    2·128·128·64 / 1024 = 2048 cycles each (MMA-bound: the 32 KB stage is 256 smem cycles)."""
+    op = Op.gemm(256, 256, 128)
+    parts = gpu.tile_time_scalar(gpu.tile_problem(op, "cublas", tiny), gpu.machine_rates(tiny), 128, 128, 64, 1, 2)
+    assert parts["ctas"] == 4 and parts["k_iters"] == 2
+    # occupancy: smem 2 x 32 KB -> 3 CTAs; registers 8 B x 128 x 128 = 128 KB -> 2 CTAs
+    assert parts["occupancy"] == 2 and parts["waves"] == 1
+    t_cta = 2 * 2048 / 1e9
+    # HBM: x 64 KB + W 64 KB + y 128 KB over 100 GB/s = 2.62 us < t_cta: compute bound
+    assert parts["compute_s"] == pytest.approx(t_cta)
+    assert parts["memory_s"] == pytest.approx(max(4 * 65536 / 100e9, (2 * 32768 + 32768) * 1e-6 / (2 * 32768)))
+    assert parts["t_s"] == pytest.approx(2e-6 + t_cta + 1e-6)  # launch + one wave + pipeline fill
+    assert parts["flops"] == 2 * 256 * 256 * 128
+
+
+def test_wave_quantisation_and_tail(tiny):
+    """9 CTAs on 8 slots: one full wave and a tail wave of 1 CTA (as long as a full one)."""
+    op = Op.gemm(384, 384, 64)  # 3 x 3 tiles of 128
+    r = gpu.machine_rates(tiny)
+    p = gpu.tile_problem(op, "cublas", tiny)
+    parts = gpu.tile_time_scalar(p, r, 128, 128, 64, 1, 2)
+    assert parts["ctas"] == 9 and parts["waves"] == 2
+    t_cta = 2048 / 1e9
+    assert parts["compute_s"] == pytest.approx(2 * t_cta + t_cta)  # 2 CTAs/SM in the full wave, 1 in the tail
+
+
+def test_split_k_adds_partials_and_an_in_kernel_fixup(tiny):
+    op = Op.gemm(128, 128, 4096)
+    r = gpu.machine_rates(tiny)
+    p = gpu.tile_problem(op, "cublas", tiny)
+    one = gpu.tile_time_scalar(p, r, 128, 128, 64, 1, 2)
+    four = gpu.tile_time_scalar(p, r, 128, 128, 64, 4, 2)
+    assert four["ctas"] == 4 and four["k_iters"] == 16 and one["k_iters"] == 64
+    assert four["reduce_s"] == pytest.approx(2 * 4 * 128 * 128 * 4 / 100e9 + 1e-6)
+    assert four["t_s"] < one["t_s"]  # 4 SMs busy instead of 1
+
+
+def test_24_weight_bytes_are_9_16_of_dense():
+    for n, k in ((4096, 4096), (768, 3072), (64, 576)):
+        dense = n * k * 2
+        assert gpu.nm_weight_bytes(n, k, 2) == dense * 9 / 16
+        assert gpu.nm_weight_bytes(n, k, 2) == format_nbytes("nm", n, k, density=0.5, value_bytes=2, n=2, m=4)
+    p = gpu.tile_problem(Op.gemm(16, 4096, 4096, weight="2:4"), "cusparselt", hwmodels.load("h200"))
+    assert p.w_tile_frac == 9 / 16 and p.w_bytes == 4096 * 4096 * 2 * 9 / 16
+
+
+@pytest.mark.parametrize("n,k,d", [(4096, 4096, 0.1), (768, 3072, 0.013), (100, 70, 0.5)])
+def test_inlined_byte_counts_match_formats(n, k, d):
+    nnz = d * n * k
+    assert gpu.csr_weight_bytes(n, k, nnz, 2) == format_nbytes("csr", n, k, density=d, value_bytes=2)
+    assert gpu.tiled_csl_weight_bytes(n, k, nnz, 2) == format_nbytes("tiled_csl", n, k, density=d, value_bytes=2)
+    if n % 16 == 0 and k % 16 == 0:
+        nb = d * (n // 16) * (k // 16)
+        assert gpu.bsr_weight_bytes(n, k, 16, 16, nb, 2) == format_nbytes("bsr", n, k, density=d, value_bytes=2,
+                                                                          bh=16, bw=16)
+
+
+def _random_ops(rng):
+    ops = []
+    for _ in range(25):
+        m = rng.choice([1, 3, 8, 16, 64, 200, 512, 2048, 8192])
+        n = rng.choice([64, 256, 768, 1024, 4096, 11008])
+        k = rng.choice([64, 256, 576, 4096, 14336])
+        dt = rng.choice(["fp16", "bf16", "fp8"])
+        ops.append(Op.gemm(m, n, k, dtype=dt, batch=rng.choice([1, 1, 4])))
+        ops.append(Op.gemm(m, n, k, weight=NM(2, 4)))
+        ops.append(Op.gemm(m, n, k, weight=Unstructured(rng.uniform(0.01, 0.9))))
+        ops.append(Op.gemm(m, n, k, weight=Block(16, 16, rng.uniform(0.02, 0.9))))
+    ops.append(Op.gemm(64, 1024, 2048, batch=4, meta={"expert_tokens": [100, 0, 3, 60]}))
+    ops.append(Op.attention(AttnGeom(2, 8, 512, 512, 64, causal=True)))
+    ops.append(Op.attention(AttnGeom(4, 32, 1, 4096, 128, kv_heads=8, block_density=0.5)))
+    return ops
+
+
+@pytest.mark.parametrize("hw", ["h200", "a100-sxm4-80g", "v100"])
+def test_vector_path_agrees_with_scalar_path(hw):
+    spec = hwmodels.load(hw)
+    r = gpu.machine_rates(spec)
+    rng = random.Random(hw)
+    for op in _random_ops(rng):
+        kernels = tuple(k for k in gpu.TILE_KERNELS if gpu.KERNELS[k].why_not(op, spec) is None)
+        if not kernels:
+            continue
+        problems = [gpu.tile_problem(op, k, spec) for k in kernels]
+        t, allowed, rows = gpu.tile_time_vec(problems, spec)
+        idx = rng.sample(range(len(t)), min(40, len(t)))
+        for i in idx:
+            w, tm, tn, tk, s, st = (int(v) for v in rows[i])
+            ref = gpu.tile_time_scalar(problems[w], r, tm, tn, tk, s, st)["t_s"]
+            assert t[i] == pytest.approx(ref, rel=1e-9), (op, kernels[w], rows[i])
+
+
+def test_decode_is_bandwidth_bound_and_large_gemm_near_calibrated_peak():
+    spec = hwmodels.load("h200")
+    import mappers
+
+    _, dec = mappers.best(Op.gemm(1, 8192, 8192), spec, kernel="cublas")
+    w_bytes = 8192 * 8192 * 2
+    assert dec.bound in ("memory", "latency")
+    assert dec.t_s >= w_bytes / spec.dram_bw
+    assert dec.t_s < 3 * w_bytes / spec.dram_bw
+    _, big = mappers.best(Op.gemm(8192, 8192, 8192), spec, kernel="cublas")
+    assert big.bound == "compute"
+    tc_eff = gpu.param(spec, "cublas.tc_eff")
+    achieved = 2 * 8192**3 / big.t_s
+    assert 0.85 * tc_eff * spec.peak_flops("fp16") < achieved <= tc_eff * spec.peak_flops("fp16")
+
+
+def test_small_m_large_k_uses_split_k():
+    spec = hwmodels.load("h200")
+    import mappers
+
+    m, _ = mappers.best(Op.gemm(1, 1024, 16384), spec, kernel="cublas")
+    assert m.split_k > 1
+
+
+def test_host_overhead_is_separate_and_named():
+    spec = hwmodels.load("h200")
+    op = Op.gemm(16, 4096, 4096, weight="2:4")
+    c = gpu.cost(op, Mapping("cusparselt", params={"variant": "cslt_sparse_mm"}), spec)
+    assert c.breakdown_s["host"] == gpu.param(spec, "host_s.cusparselt.cslt_sparse_mm") > 0
+    parts = sum(c.breakdown_s[k] for k in ("compute_s", "memory_s", "fill_s", "reduce_s", "launch_s"))
+    assert c.t_s <= parts + 1e-12  # t_s is device time: host is not in it
+
+
+def test_dirty_l2_lines_are_written_back_once():
+    """Reads displace dirty L2 lines (the previous kernel's output): each costs a write-back,
+    up to the dirty part of L2."""
+    spec = hwmodels.load("h200")
+    clean = spec.model_copy(update={"efficiency": {**spec.efficiency, "l2_dirty_frac": 0.0}})
+    dirty = spec.model_copy(update={"efficiency": {**spec.efficiency, "l2_dirty_frac": 1.0}})
+    for n in (1024, 16384):  # W of 2 MB (< L2) and 512 MB (> L2)
+        op = Op.gemm(1, n, n)
+        reads = n * n * 2 + n * 2
+        mp = Mapping("cublas", (64, 128, 64), params={"stages": 4})
+        extra = gpu.cost(op, mp, dirty).bytes_by_level["hbm"] - gpu.cost(op, mp, clean).bytes_by_level["hbm"]
+        assert extra == pytest.approx(min(reads, spec.l2_bytes), rel=1e-6)
+
+
+def test_activation_sparse_gemv_reads_only_needed_rows():
+    spec = hwmodels.load("h200")
+    spec = spec.model_copy(update={"efficiency": {**spec.efficiency, "l2_dirty_frac": 0.0}})
+    dense = gpu.stream_time(Op.gemm(1, 4096, 4096, activation=Activation(1.0)), "act_gemv", spec)
+    sparse = gpu.stream_time(Op.gemm(1, 4096, 4096, activation=Activation(0.25)), "act_gemv", spec)
+    assert sparse["bytes_hbm"] == pytest.approx(0.25 * 4096 * 4096 * 2 + 4096 * 2 + 0.25 * 4096 * 4 + 4096 * 4)
+    assert sparse["t_s"] < dense["t_s"]
+
+
+def test_grouped_gemm_skips_empty_experts():
+    spec = hwmodels.load("h200")
+    full = Op.gemm(64, 4096, 4096, batch=4, meta={"expert_tokens": [64, 64, 64, 64]})
+    skew = Op.gemm(64, 4096, 4096, batch=4, meta={"expert_tokens": [256, 0, 0, 0]})
+    pf, ps = gpu.tile_problem(full, "grouped_gemm", spec), gpu.tile_problem(skew, "grouped_gemm", spec)
+    assert ps.w_bytes == pf.w_bytes / 4
+    assert gpu.cost(skew, Mapping("grouped_gemm"), spec).t_s < gpu.cost(full, Mapping("grouped_gemm"), spec).t_s
+
+
+def test_block_sparse_attention_is_cheaper():
+    spec = hwmodels.load("h200")
+    dense = Op.attention(AttnGeom(4, 16, 4096, 4096, 128))
+    sparse = Op.attention(AttnGeom(4, 16, 4096, 4096, 128, block_density=0.25))
+    assert gpu.cost(sparse, Mapping("flash_attention"), spec).t_s < 0.5 * gpu.cost(dense, Mapping("flash_attention"),
+                                                                                   spec).t_s
+
+
+def test_every_kernel_has_parameters_with_meaning():
+    for key, p in gpu.PARAMS.items():
+        assert p.lo <= p.prior <= p.hi and p.meaning, key
+    spec = hwmodels.load("h200")
+    for key in gpu.PARAMS:
+        assert math.isfinite(gpu.param(spec, key))
+    assert np.isfinite(gpu.host_overhead("cusparselt", None, spec))
+
+
+def test_batched_pricing_agrees_with_per_op_pricing():
+    """evaluate_many (ops x candidates in one pass) gives every op the same best time."""
+    spec = hwmodels.load("h200")
+    ops = [Op.gemm(m, n, 4096, weight="2:4") for m in (1, 7, 64, 300, 4096) for n in (1024, 4096, 14336)]
+    kernels = ("cublas", "cusparselt")
+    ref = {}
+    for op in ops:
+        gpu._MEMO.clear()
+        t, _, _ = gpu.evaluate(op, spec, kernels)
+        ref[op] = float(t.min())
+    gpu._MEMO.clear()
+    gpu.evaluate_many(ops, spec, kernels)
+    for op in ops:
+        t, _, _ = gpu.evaluate(op, spec, kernels)  # memo hit from the batch
+        assert float(t.min()) == pytest.approx(ref[op], rel=1e-12)
