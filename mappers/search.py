@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections import OrderedDict
 
 import hwmodels
 from hwmodels.spec import HardwareSpec
@@ -14,9 +15,21 @@ from simsparse.core.ops import Op
 CLASS_MAPPERS = {"gpu": "mappers.gpu", "cpu": "mappers.cpu", "fpga": "mappers.fpga", "asic": "mappers.systolic"}
 
 
+_LEGAL: OrderedDict[tuple, tuple[HardwareSpec, dict[str, str | None]]] = OrderedDict()
+
+
 def legal_kernels(op: Op, spec: HardwareSpec) -> dict[str, str | None]:
-    """Every kernel of the spec's class → None if it can run `op`, else why not."""
-    return {name: k.why_not(op, spec) for name, k in hwmodels.kernels(spec).items()}
+    """Every kernel of the spec's class → None if it can run `op`, else why not (memoised per
+    (op, spec); treat the result as read-only)."""
+    key = (id(spec), op)
+    hit = _LEGAL.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    out = {name: k.why_not(op, spec) for name, k in hwmodels.kernels(spec).items()}
+    _LEGAL[key] = (spec, out)
+    if len(_LEGAL) > 4096:
+        _LEGAL.popitem(last=False)
+    return out
 
 
 def _mapper_module(spec: HardwareSpec):

@@ -71,3 +71,34 @@ def test_stream_skips_blank_lines():
 def test_t_s_is_finite():
     out = predict_line(json.dumps(dict(GOOD, op={"kind": "gemm", "m": 1, "n": 1, "k": 1}, weight={"pattern": "dense"})))
     assert "t_s" in out and math.isfinite(out["t_s"]) and out["t_s"] > 0
+
+
+def test_cli_predict_answers_each_line_before_the_next_arrives():
+    """A client that waits for each answer must not deadlock on batching."""
+    proc = subprocess.Popen([sys.executable, "-m", "simsparse", "predict"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        for m in (1, 64, 4096):
+            proc.stdin.write(json.dumps(dict(GOOD, op={"kind": "gemm", "m": m, "n": 256, "k": 512})) + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())  # blocks until this line is answered
+            assert answer["op"]["m"] == m and answer["t_s"] > 0
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_batched_answers_equal_single_answers():
+    lines = [json.dumps(dict(GOOD, op={"kind": "gemm", "m": m, "n": n, "k": 1024, "dtype": dt}))
+             for m in (1, 16, 300, 4096) for n in (256, 4096) for dt in ("fp16", "bf16")]
+    from hwmodels import gpu
+    from mappers import gpu as gpu_mapper
+
+    gpu._MEMO.clear()
+    gpu_mapper._BEST.clear()
+    batched = list(predict_stream(lines))
+    gpu._MEMO.clear()
+    gpu_mapper._BEST.clear()
+    single = [predict_line(x) for x in lines]
+    assert batched == single
