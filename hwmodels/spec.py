@@ -200,15 +200,32 @@ class CPUSpec(HardwareSpec):
     l3_bytes: float = Field(default=0.0, ge=0)
     l1_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
     l2_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
+    l3_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
     simd_overhead: float = Field(default=1.0, ge=1.0)  # >1 for WASM SIMD vs native
     dtype_lanes_scale: dict[str, float] = Field(default_factory=dict)  # lanes relative to fp32
+    # per-core issue resources the CPU cost model counts instructions against (hwmodels/cpu.py)
+    load_ports: float = Field(default=2.0, gt=0)  # SIMD loads (of simd_bits) per cycle
+    store_ports: float = Field(default=1.0, gt=0)  # SIMD stores per cycle
+    fused_fma: bool = True  # False: a multiply-add is two instructions (WASM SIMD128 without relaxed-simd)
+    fp_pipes: float = Field(default=0.0, ge=0)  # SIMD FP pipes taking a mul or an add; 0 = fma_units_per_core
+    threads: int = Field(default=0, ge=0)  # threads the runtime uses; 0 = all cores
+    isa_features: list[str] = Field(default_factory=list)  # e.g. avx512f, avx512_vnni, dotprod
+    probe_file: str = ""  # for a measured host: the probe file its numbers come from
+
+    @property
+    def simd_issue_per_clk(self) -> float:
+        """Multiply-adds (vectors of simd_bits) issued per cycle per core."""
+        if self.fused_fma:
+            return self.fma_units_per_core
+        # no fused FMA: a multiply and an add each take one FP pipe issue
+        return (self.fp_pipes or self.fma_units_per_core) / 2
 
     def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
         if dtype not in DTYPE_BYTES:
             raise SpecError(f"dtype: got {dtype!r}; allowed: {', '.join(DTYPE_BYTES)}")
         lanes = self.simd_bits / 32 * self.dtype_lanes_scale.get(dtype, 1.0)
         # FMA = 2 FLOPs per lane per unit per cycle
-        return 2 * lanes * self.fma_units_per_core * self.cores * self.clock_hz / self.simd_overhead
+        return 2 * lanes * self.simd_issue_per_clk * self.cores * self.clock_hz / self.simd_overhead
 
     @property
     def dram_bw(self) -> float:
@@ -266,8 +283,8 @@ def format_validation_error(where: str, err: ValidationError) -> str:
     """One line per problem: 'where: field: message'."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(p) if str(p).isprintable() else repr(p) for p in e["loc"]) or "(top level)"
+        msg = " ".join(e["msg"].removeprefix("Value error, ").split())
         lines.append(f"{where}: {loc}: {msg}")
     return "; ".join(lines)
 
