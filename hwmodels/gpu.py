@@ -13,6 +13,7 @@ K slice in tk steps through a `stages`-deep shared-memory pipeline. For one mapp
     step    = max(mma, smem, sfu) + serial   cycles per k-step:
                 mma    = 2·tm·tn·tk / (Tensor-Core FLOP/clk/SM · tc_eff)   issue rate per dtype
                 smem   = operand bytes of the step / 128 B/clk             operand delivery
+                         (BSR: / the L2 bandwidth per SM: gathered x rows come from L2)
                 sfu    = softmax exponentials / 16 per clk                 (attention only)
                 serial = sparse-format decode that does not overlap        (Flash-LLM)
     t_cta   = k_iters · step / clock
@@ -201,6 +202,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "rate (2x dense) in cuSPARSELt main loops of a searched plan (torch mm_search)"),
     Param("cusparselt.default_tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse Tensor-Core "
           "issue rate in cuSPARSELt's default plan (alg_id 0)"),
+    Param("cusparselt.bf16_small_m_rate", 1.0, 0.2, 1.0, "Tensor-Core rate of the default plan's bf16 "
+          "kernel at M <= 128 tokens relative to its fp16 kernel (a different, slower kernel family)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
           "plan (alg_id 0) over its tile work"),
     Param("bsr_tc.tc_eff", 0.45, 0.05, 1.0, "achieved fraction of the dense Tensor-Core rate on the "
@@ -230,6 +233,10 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cusparse_bsr.cycles_per_block", 500.0, 0.0, 20000.0, "SM cycles per stored block (index "
           "decode), independent of M"),
     Param("cusparse_bsr.cycles_per_block_fp32", 100.0, 0.0, 20000.0, "the same for fp32 operands (cuSPARSE "
+          "bsrmm proper)"),
+    Param("cusparse_bsr.cycles_per_value", 1.0, 0.0, 100.0, "SM cycles per stored value of a block "
+          "(loaded and converted element by element), independent of M"),
+    Param("cusparse_bsr.cycles_per_value_fp32", 1.0, 0.0, 100.0, "the same for fp32 operands (cuSPARSE "
           "bsrmm proper)"),
     Param("cusparse_bsr.fixed_s_fp32", 5e-6, 0.0, 1e-4, "the same for fp32 operands (cuSPARSE bsrmm)"),
     Param("cusparse_bsr.fixed_s", 1.5e-5, 0.0, 1e-4, "device time per call besides the bsrmm main "
@@ -291,6 +298,9 @@ STREAM_K_ARCHS = ("sm_90", "sm_80")
 # F.linear path run): a large-M kernel. Its time is flat in M up to 256 tokens and it does not
 # split K (pytorch#115077), so in decode it is slower than cuBLAS (H200 fit half: validation/README)
 CUSPARSELT_DEFAULT_TILES = ((256, 64), (256, 128))
+# bf16 2:4 up to this many (padded) tokens runs other kernels than fp16: 1.5-1.8x slower in both
+# plans, equal from M = 256 (H200 fit half, validation/README.md)
+CUSPARSELT_BF16_SMALL_M = 128
 ATTN_TILES = ((64, 32), (64, 64), (128, 64), (128, 128))  # (Br query rows, Bc kv rows) per CTA step
 
 
@@ -334,11 +344,12 @@ class TileProblem(NamedTuple):
     launches: int  # kernels per call besides split-K reduction
     fixed_s: float = 0.0  # device time per call besides launches and the tile work (library plan overhead)
     expert_tokens: tuple[int, ...] = ()  # grouped GEMM: tokens per expert (empty = batch x m)
+    feed_bytes_per_clk: float = SMEM_BYTES_PER_CLK  # operand delivery per SM per clock (BSR: from L2)
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
-                self.decomp, self.split_kernel)
+                self.decomp, self.split_kernel, self.feed_bytes_per_clk)
 
 
 @dataclass(frozen=True)
@@ -417,7 +428,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     # cycles of one k-step: MMA issue, smem operand delivery, SFU (overlapped) + serial decode
     stage_bytes = (p.a_per_step * tm + p.w_tile_frac * tn) * tk * p.elem_bytes
     mma = p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk
-    smem = stage_bytes / SMEM_BYTES_PER_CLK
+    smem = stage_bytes / p.feed_bytes_per_clk
     sfu = p.sfu_per_mk * tm * tk
     step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step
     t_cta = k_iters * step / r.clock_hz
@@ -544,7 +555,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     a_step = p.a_per_step * tm * tk * eb
     w_step = tn * tk * eb
     stage_bytes = a_step + p.w_tile_frac * w_step
-    step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, stage_bytes / SMEM_BYTES_PER_CLK),
+    step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, stage_bytes / p.feed_bytes_per_clk),
                       p.sfu_per_mk * tm * tk) + p.serial_per_step
     smem = st * stage_bytes + p.q_once * tm * tn * eb
     occ = np.clip(np.minimum(np.floor(r.smem_bytes / np.maximum(smem, 1.0)),
@@ -738,6 +749,15 @@ def _peak_per_clk(spec: GPUSpec, dtype: str) -> float:
     return per_clk * (param(spec, key) if key in PARAMS else 1.0)
 
 
+def _l2_bytes_per_clk_per_sm(spec: GPUSpec) -> float:
+    """L2 -> SM bandwidth per SM per clock (datasheet-derived L2 bandwidth; shared memory's rate
+    where the spec has none). A BSR k-step gathers the x rows of its block's columns from L2:
+    consecutive blocks of a row sit at unrelated columns, so nothing is reused in shared memory."""
+    if spec.l2_bw_gbps <= 0:
+        return SMEM_BYTES_PER_CLK
+    return min(SMEM_BYTES_PER_CLK, spec.l2_bw_gbps * 1e9 / (spec.sm_count * (spec.boost_clock_hz or spec.clock_hz)))
+
+
 def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
     """The TileProblem of `op` run by tile kernel `kernel` on `spec`."""
     b = float(op.dtype_bytes)
@@ -770,14 +790,20 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         launches = 2 if (variant == "semi_structured_linear" and op.m % 8) else 1
         frac = w_bytes / (_dense_w(op) * op.batch)
         # torch's _cslt_sparse_mm runs cuSPARSELt's default plan (alg_id 0, split_k = 1;
-        # pytorch#115077) unless a searched plan (torch._C._cusparselt.mm_search) is passed
-        searched = variant == "cslt_sparse_mm_searched_cudagraph"
+        # pytorch#115077) unless a searched plan (torch._C._cusparselt.mm_search) is passed.
+        # bf16 has no small-M kernel family (cuSPARSELt 0.8, sm_90; H200 fit half): up to
+        # CUSPARSELT_BF16_SMALL_M tokens a search finds only the default plan's large-tile kernel,
+        # and the default plan runs a slower bf16 kernel (`cusparselt.bf16_small_m_rate`)
+        small_bf16 = op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M
+        searched = variant == "cslt_sparse_mm_searched_cudagraph" and not small_bf16
         common.update(m=m_pad, w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
                       decomp="split_k" if searched else "none", split_kernel=True,
                       tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
                       launches=launches, out_elems=float(op.batch * m_pad * op.n))
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
+        if small_bf16 and variant != "cslt_sparse_mm_searched_cudagraph":
+            eff *= param(spec, "cusparselt.bf16_small_m_rate")
         return TileProblem(peak_per_clk=peak * spec.sparse_tc_speedup * eff, **common)
     if kernel == "bsr_tc":
         w = op.weight
@@ -785,7 +811,8 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         n_blocks = w.density * (op.n // bh) * (op.k // bw)
         common.update(w_bytes=bsr_weight_bytes(op.n, op.k, bh, bw, n_blocks, b) * op.batch,
                       block_density=w.density, block_rows=bh, tile_family=("bsr_tc", bh, bw), decomp="none",
-                      serial_per_step=param(spec, "bsr_tc.cycles_per_block"), fixed_s=param(spec, "bsr_tc.fixed_s"))
+                      serial_per_step=param(spec, "bsr_tc.cycles_per_block"), fixed_s=param(spec, "bsr_tc.fixed_s"),
+                      feed_bytes_per_clk=_l2_bytes_per_clk_per_sm(spec))
         return TileProblem(peak_per_clk=peak * param(spec, "bsr_tc.tc_eff"), **common)
     if kernel == "flash_llm":
         d = op.weight.density
@@ -841,9 +868,9 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         mn = LIBRARY_TILES[arch]
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
-        if family == "bsr_tc":  # a x b = bh x bw blocks: tiles of whole block rows, one block per k-step
-            tns = sorted({a * r for r in (1, 2, 4, 8) if a * r <= 256} or {a})
-            mn = tuple((tm, tn) for tm in (16, 32, 64, 128) for tn in tns)
+        if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
+            # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
+            mn = tuple((tm, a) for tm in (16, 32, 64, 128))
             tk = b
         tiles = [(tm, tn, tk) for tm, tn in mn]
         depths = range(2, MAX_STAGES[arch] + 1)
@@ -889,7 +916,8 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
       CSR SpMM (cuSPARSE): decode = nnz x cycles_per_nnz; FMA = 2·nnz·M at flop_eff of the FP32
         peak (a column-major dense operand, CuPy's, at flop_eff_colmajor); M = 1 runs as SpMV:
         HBM only; `fixed_s` = the library's extra kernels and set-up on the device;
-      BSR SpMM (cuSPARSE bsrmm): decode = blocks x cycles_per_block; FMA as CSR;
+      BSR SpMM (cuSPARSE bsrmm): decode = blocks x (cycles_per_block + bh·bw x cycles_per_value);
+        FMA as CSR;
       activation-sparse GEMV (fused gather kernel): HBM rows of the nonzero activations at
         act_gemv.hbm_eff, or the fp32 atomics of its split index list (chunks x N adds at
         atomics_per_s), whichever is longer; a memset launch for y.
@@ -930,8 +958,11 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
         hbm = w + x_bytes + y_bytes
         nnz = n_blocks * bh * bwid
         fp32 = op.dtype == "fp32"
-        decode = n_blocks * op.batch * param(spec, "cusparse_bsr.cycles_per_block_fp32" if fp32
-                                             else "cusparse_bsr.cycles_per_block") / sm_clk
+        # decode: a per-block cost (index, block-row bookkeeping) plus a per-stored-value cost
+        # (values loaded and converted one by one), both independent of M
+        sfx = "_fp32" if fp32 else ""
+        decode = n_blocks * op.batch * (param(spec, f"cusparse_bsr.cycles_per_block{sfx}")
+                                        + bh * bwid * param(spec, f"cusparse_bsr.cycles_per_value{sfx}")) / sm_clk
         flops = 2 * nnz * m_total
         # fp32: cuSPARSE bsrmm; fp16/bf16 (when torch's Triton path cannot run): torch's generic kernel
         fma = flops / (fma_peak * param(spec, "cusparse_bsr.flop_eff_fp32" if fp32 else "cusparse_bsr.flop_eff"))

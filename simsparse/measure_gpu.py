@@ -135,16 +135,44 @@ RETIME_RATIO = 1.3  # median / min above this: time the point once more  # run c
 # ceilings: (copy bytes, GEMM size) for the full and the quick grid
 CEILING_SIZES = {"full": (2 << 30, 8192), "quick": (256 << 20, 4096)}
 
+# a second campaign on shapes the first never saw (other model families), for a truly unseen
+# check of a model calibrated on the first: same M grids, same split rule
+NEW_LLM_SHAPES = [
+    ("qwen2-7b", "attn_qo", 3584, 3584),
+    ("qwen2-7b", "mlp_gate_up", 18944, 3584),
+    ("qwen2-7b", "mlp_down", 3584, 18944),
+    ("qwen2-7b", "attn_kv_gqa", 512, 3584),
+    ("falcon-7b", "attn_qkv", 4672, 4544),
+    ("falcon-7b", "mlp_up", 18176, 4544),
+    ("falcon-7b", "mlp_down", 4544, 18176),
+    ("phi-3-mini", "attn_qkvo", 3072, 3072),
+    ("phi-3-mini", "mlp_gate_up", 16384, 3072),
+    ("phi-3-mini", "mlp_down", 3072, 8192),
+    ("gpt2-xl", "fc1", 6400, 1600),
+    ("gpt2-xl", "fc2", 1600, 6400),
+    ("gemma-2-9b", "mlp_gate_up", 14336, 3584),
+    ("gemma-2-9b", "mlp_down", 3584, 14336),
+]
+NEW_CONV_SHAPES = [
+    ("mobilenet-v2", "expand_64to384", 384, 64),
+    ("mobilenet-v2", "project_384to64", 64, 384),
+    ("mobilenet-v2", "expand_160to960", 960, 160),
+    ("mobilenet-v2", "project_960to160", 160, 960),
+    ("resnet-18", "conv3x3_256to512", 512, 2304),
+    ("vgg-16", "conv3x3_64to128", 128, 576),
+]
+SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_CONV_SHAPES)}
+
 QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
              ("opt-125m/bert-base", "fc2", 768, 3072)]
 QUICK_RESNET = [("resnet-50", "conv3x3_c64", 64, 576)]
 
 
-def all_shapes(quick: bool):
+def all_shapes(quick: bool, shape_set: str = "main"):
     """(model, layer, N, K, [M...]) in a fixed order that interleaves LLM and conv shapes,
     so a phase cut short by its deadline still spans both families."""
-    llm = QUICK_LLM if quick else LLM_SHAPES
-    conv = QUICK_RESNET if quick else RESNET_SHAPES
+    llm = QUICK_LLM if quick else SHAPE_SETS[shape_set][0]
+    conv = QUICK_RESNET if quick else SHAPE_SETS[shape_set][1]
     llm_m = [1, 16, 512] if quick else LLM_M
     conv_m = [784] if quick else RESNET_M
     out = []
@@ -789,7 +817,7 @@ def run(args, kg) -> int:
     # library warnings would flood the log; the first call's warnings are kept per row
     warnings.filterwarnings("ignore", category=UserWarning)
     c = Campaign(args, kg)
-    shapes = all_shapes(args.quick)
+    shapes = all_shapes(args.quick, args.shape_set)
     q = args.quick
     ph = set(args.phases.split(","))
     unknown = ph - set(PHASES)
@@ -797,6 +825,8 @@ def run(args, kg) -> int:
         raise SystemExit(f"unknown phases {sorted(unknown)}; allowed: {','.join(PHASES)}")
     sparse_m = LLM_M_SPARSE | RESNET_M_SPARSE
     cupy_shapes = [s for s in shapes if (s[2], s[3]) in CUPY_SHAPES] if not q else shapes
+    if args.shape_set != "main" and not q:
+        cupy_shapes = shapes[::3]
     try:
         if "ceilings" in ph:
             c.ceilings()
@@ -860,6 +890,9 @@ def main(argv=None) -> int:
     p.add_argument("--search-dtypes", default="fp16,bf16",
                    help="dtypes for which cuSPARSELt's algorithm search variant is measured")
     p.add_argument("--verbose", action="store_true", help="print every row")
+    p.add_argument("--shape-set", choices=sorted(SHAPE_SETS), default="main",
+                   help="main: the first campaign's shapes; new: other model families, never seen by a "
+                        "model calibrated on main")
     args = p.parse_args(argv)
     if args.warmup < 5 or args.timed < 20:
         p.error("MEASURING.md: at least 5 warm-up and 20 timed launches")

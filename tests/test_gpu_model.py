@@ -226,3 +226,39 @@ def test_batched_pricing_agrees_with_per_op_pricing():
     for op in ops:
         t, _, _ = gpu.evaluate(op, spec, kernels)  # memo hit from the batch
         assert float(t.min()) == pytest.approx(ref[op], rel=1e-12)
+
+
+def test_cusparselt_bf16_small_m_runs_the_default_family():
+    """bf16 2:4 up to 128 tokens has no small-M kernels: a searched plan prices the default
+    plan's large-tile kernel; the default plan's bf16 kernel runs at bf16_small_m_rate."""
+    spec = hwmodels.load("h200")
+    small = Op.gemm(16, 4096, 4096, dtype="bf16", weight=NM(2, 4))
+    p = gpu.tile_problem(small, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph")
+    assert p.tile_family[0] == "cslt_default" and p.decomp == "none"
+    big = Op.gemm(512, 4096, 4096, dtype="bf16", weight=NM(2, 4))
+    assert gpu.tile_problem(big, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph").tile_family[0] == "gemm"
+    d16 = gpu.tile_problem(Op.gemm(16, 4096, 4096, dtype="fp16", weight=NM(2, 4)), "cusparselt", spec)
+    db16 = gpu.tile_problem(small, "cusparselt", spec)
+    ratio = db16.peak_per_clk / d16.peak_per_clk
+    assert ratio == pytest.approx(gpu.param(spec, "cusparselt.bf16_small_m_rate") * gpu.param(spec, "tc_rate.bf16"))
+
+
+def test_bsr_tc_feeds_from_l2_one_block_row_per_program():
+    spec = hwmodels.load("h200")
+    op = Op.gemm(256, 4096, 4096, dtype="fp16", weight=Block(16, 16, 0.2))
+    p = gpu.tile_problem(op, "bsr_tc", spec)
+    assert p.feed_bytes_per_clk == pytest.approx(spec.l2_bw_gbps * 1e9 / (spec.sm_count * spec.boost_clock_hz))
+    assert set(gpu.tile_configs(op, "bsr_tc", spec)[:, 1]) == {16}
+    t, rows, problems = gpu.evaluate(op, spec, ("bsr_tc",))
+    i = int(np.argmin(t))
+    _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+    assert gpu.tile_time_scalar(problems[0], gpu.machine_rates(spec), tm, tn, tk, s, st)["t_s"] == pytest.approx(t[i])
+
+
+def test_cusparse_bsr_decode_counts_blocks_and_values():
+    spec = hwmodels.load("h200")
+    op16 = Op.gemm(1, 4096, 4096, dtype="fp16", weight=Block(16, 16, 0.2))
+    op32 = Op.gemm(1, 4096, 4096, dtype="fp16", weight=Block(32, 32, 0.2))
+    t16, t32 = (gpu.stream_time(o, "cusparse_bsr", spec)["compute_s"] for o in (op16, op32))
+    # same stored values, 4x the blocks: between 1x and 4x the decode time
+    assert t32 < t16 < 4 * t32

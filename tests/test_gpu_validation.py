@@ -21,9 +21,10 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir() or not list(DATA.glob("*.jsonl
                                 reason="no checked-in H200 measurements")
 
 # held-out MAPE reached with the checked-in data and spec (validation/README.md), + 1.5 points
-REGRESSION = {"cublas": 0.084, "cusparselt": 0.185, "cusparse_csr": 0.115, "cusparse_bsr": 0.28, "bsr_tc": 0.215,
+# (cusparse_bsr: 27.9 % now, held at the earlier guard of 28 %)
+REGRESSION = {"cublas": 0.084, "cusparselt": 0.158, "cusparse_csr": 0.115, "cusparse_bsr": 0.28, "bsr_tc": 0.165,
               "act_gemv": 0.24}
-SIGN_REGRESSION = 0.89
+SIGN_REGRESSION = 0.895
 UNMET = {"cusparselt", "cusparse_bsr", "bsr_tc"}  # acceptance bounds the model does not reach yet
 
 
@@ -41,6 +42,13 @@ def test_split_is_by_shape_and_deterministic(report):
     assert all(len(h) == 1 for h in by_shape.values())  # a shape is never in both halves
     assert {c.half for c in cases} == {"fit", "holdout"}
     assert v.half_of(4096, 4096) == "holdout" and v.half_of(14336, 4096) == "fit"
+
+
+def test_host_stalled_rows_are_left_out_and_pairs_stay_in_one_file(report):
+    rep, cases = report
+    assert all(c.row["t_s"] / c.row["t_min_s"] <= v.HOST_STALL_RATIO for c in cases if c.row.get("t_min_s"))
+    assert any(k.startswith("host stall") for k in rep.skipped)
+    assert all(s.source == d.source for s, d in v.sign_pairs(cases))
 
 
 @pytest.mark.parametrize("kernel", sorted(v.BOUNDS))
