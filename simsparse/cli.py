@@ -118,7 +118,7 @@ def simulate(
         for row in table.to_dict(orient="records"):
             print(json.dumps(row))
     else:
-        t = Table(title=f"{base.name}: {len(base)} ops, {base.flops / 1e12:.2f} TFLOP (dense)")
+        t = Table(title=f"{base.name}: {len(base)} ops, {base.flops / 1e9:,.1f} GFLOP (dense)")
         for col in ("hardware", "weight sparsity", "time ms", f"speed-up vs {sparsity[0]}", "TFLOP/s",
                     "energy J", "mostly bound by"):
             t.add_column(col, justify="right" if col not in ("hardware", "weight sparsity") else "left")
@@ -153,6 +153,165 @@ def predict(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def sweep(
+    spec_file: Annotated[Path, typer.Argument(help="sweep spec (.yaml); see examples/sweeps/")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="results directory (resumable Parquet store)")]
+    = None,
+    workers: Annotated[int, typer.Option(help="local worker processes (0 = in-process)")] = 0,
+    dask: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="points per task (default: automatic)")] = None,
+    fresh: Annotated[bool, typer.Option(help="recompute points already in --out")] = False,
+    csv: Annotated[Path | None, typer.Option(help="also write all rows as CSV")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, no summary")] = False,
+) -> None:
+    """Run a what-if sweep into a results store; re-running skips finished points."""
+    from simsparse.sweep import sweep as run_sweep
+
+    out = out or OUT_DIR / f"sweep-{spec_file.stem}"
+    stats: dict = {}
+    df = run_sweep(spec_file, out=out, workers=workers, dask=dask, chunk_size=chunk_size, fresh=fresh,
+                   progress=not quiet, stats=stats)
+    if csv:
+        df.to_csv(csv, index=False)
+    if not quiet:
+        rate = f" ({stats['points_per_s']:,.0f} points/s)" if stats["computed"] else ""
+        console.print(f"{stats['points']:,} points: {stats['skipped']:,} already done, {stats['computed']:,} "
+                      f"computed in {stats['run_s']:.1f} s{rate}, {stats['errors']:,} with errors -> {out}",
+                      highlight=False)
+        if stats["errors"]:
+            console.print(f"most common error: {stats['top_error']}", highlight=False)
+
+
+@app.command()
+def plot(
+    kind: Annotated[str, typer.Argument(help="roofline | heatmap | pareto | validation | breakdown")],
+    source: Annotated[str, typer.Argument(help="heatmap/pareto: sweep results dir or file; validation: "
+                                               "table with predicted/measured columns; roofline/breakdown: "
+                                               "workload name or trace file")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write")] = None,
+    hardware: Annotated[list[str] | None, typer.Option("--hardware", "-H", help="spec name (repeat)")] = None,
+    sparsity: Annotated[list[str] | None, typer.Option("--sparsity", "-s", help="weight pattern (repeat)")]
+    = None,
+    batch: Annotated[int, typer.Option(help="batch size (built-in workloads)")] = 16,
+    seq_len: Annotated[int, typer.Option(help="sequence length (built-in workloads)")] = 1,
+    phase: Annotated[str, typer.Option(help="prefill | decode (built-in workloads)")] = "decode",
+    kv_len: Annotated[int, typer.Option(help="KV-cache length for decode")] = 2048,
+    predicted: Annotated[str, typer.Option(help="validation: predicted column")] = "predicted_s",
+    measured: Annotated[str, typer.Option(help="validation: measured column")] = "measured_s",
+    baseline: Annotated[str, typer.Option(help="heatmap: the pattern speed-ups are relative to")] = "dense",
+    title: Annotated[str, typer.Option(help="plot title")] = "",
+) -> None:
+    """Draw a roofline, speed-up heatmap, Pareto front, validation scatter or per-op breakdown (PNG)."""
+    from simsparse.plot import plot_cli
+
+    path = plot_cli(kind, source, out, hardware=hardware, sparsity=sparsity, batch=batch, seq_len=seq_len,
+                    phase=phase, kv_len=kv_len, predicted=predicted, measured=measured, baseline=baseline,
+                    title=title)
+    console.print(f"plot written to {path}")
+
+
+@app.command()
+def extract(
+    model: Annotated[str, typer.Argument(help="built-in workload name, or pkg.module:function / file.py:function "
+                                              "returning (model, example_inputs)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="trace file to write (.json or .parquet)")]
+    = Path("trace.json"),
+    batch: Annotated[int, typer.Option(help="batch size (built-in workloads)")] = 1,
+    seq_len: Annotated[int, typer.Option(help="sequence length (transformers)")] = 128,
+    phase: Annotated[str, typer.Option(help="prefill | decode | train")] = "prefill",
+    kv_len: Annotated[int | None, typer.Option(help="KV-cache length for decode (default: seq-len)")] = None,
+    dtype: Annotated[str, typer.Option(help="dtype of the trace's ops")] = "fp16",
+    sparsity: Annotated[str | None, typer.Option("--sparsity", "-s", help="pattern or recipe: '2:4', "
+                                                 "'all linears 2:4; 50% teal on mlp inputs'")] = None,
+    prune: Annotated[str | None, typer.Option(help="torch models: magnitude-prune every Linear/Conv first "
+                                              "(2:4, unstructured@0.1, block16x16@0.5, …)")] = None,
+    activations: Annotated[str | None, typer.Option(help="torch models: measured | teal@0.5 | topk@0.25 | "
+                                                    "oracle")] = None,
+    seed: Annotated[int, typer.Option(help="seed of synthetic weights, inputs and MoE routing")] = 0,
+    rows: Annotated[int, typer.Option(help="ops listed in the table (0 = all)")] = 25,
+) -> None:
+    """Extract an operator trace (config, CNN layer table or torch module) to a file and summarise it."""
+    from workloads.extract import extract as run_extract
+    from workloads.torch_extract import summary_rows
+
+    if out.suffix not in (".json", ".parquet"):
+        raise ValueError(f"out: got {str(out)!r}; allowed: a file name ending in .json or .parquet")
+    trace = run_extract(model, batch=batch, seq_len=seq_len, phase=phase, kv_len=kv_len, dtype=dtype,
+                        sparsity=sparsity, prune=prune, activations=activations, seed=seed)
+    trace.save(out)
+    t = Table(title=f"{trace.name}: {len(trace)} ops, {trace.flops / 1e9:,.3f} GFLOP (dense) -> {out}")
+    for col in ("op", "kind", "phase", "shape", "dtype", "weight", "activation", "GFLOP"):
+        t.add_column(col, justify="right" if col == "GFLOP" else "left")
+    all_rows = summary_rows(trace)
+    shown = all_rows if rows <= 0 else all_rows[:rows]
+    for r in shown:
+        t.add_row(r["op"], r["kind"], r["phase"], r["shape"], r["dtype"], r["weight"], r["activation"],
+                  f"{r['gflop']:.4f}")
+    if len(shown) < len(all_rows):
+        t.add_row(f"… {len(all_rows) - len(shown)} more ops", *[""] * 7)
+    console.print(t)
+
+
+@app.command()
+def calibrate(
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="GPU spec whose YAML efficiencies are fitted")]
+    = "h200",
+    data: Annotated[Path | None, typer.Option(help="measurement .jsonl file or directory "
+                                              "(default: validation/data/<hardware>)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="fit and print; write no YAML")] = False,
+    transfer: Annotated[list[str] | None, typer.Option(help="also write the SM-level values to this spec "
+                                                       "(repeat; default for h200: h100-sxm)")] = None,
+) -> None:
+    """Fit a GPU spec's efficiency parameters on the fit half of measured kernels (crc32('NxK') even)."""
+    from simsparse.calibrate import calibrate as run
+
+    to = tuple(transfer) if transfer is not None else (("h100-sxm",) if hardware == "h200" else ())
+    console.print(f"calibrating {hardware} on the fit half of {data or f'validation/data/{hardware}'}")
+    run(data, hardware, write=not dry_run, transfer=to, log=lambda s: console.print(s, highlight=False))
+
+
+@app.command()
+def validate(
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="GPU spec to validate")] = "h200",
+    data: Annotated[Path | None, typer.Option(help="measurement .jsonl file or directory "
+                                              "(default: validation/data/<hardware>)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="predicted-vs-measured plot "
+                                              "(default: validation/reports/<hardware>_pred_vs_meas.png)")] = None,
+) -> None:
+    """Per-kernel MAPE on the held-out (and fit) half of measured kernels, worst cases, sign accuracy, plot."""
+    from simsparse.validate import format_report
+    from simsparse.validate import validate as run
+
+    rep = run(data, hardware, plot_path=plot)
+    console.print(format_report(rep), highlight=False, soft_wrap=True)
+    if not rep.passed():
+        raise typer.Exit(code=1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def measure(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Option(help="cpu: numba kernels + BLAS on this machine; gpu: CUDA kernels")]
+    = "cpu",
+) -> None:
+    """Time the package's kernels on this machine (JSON lines); extra options go to the harness
+    (cpu: --out DIR --quick --probe-only --core N; see `python -m simsparse.measure_cpu -h`)."""
+    import importlib.util
+
+    if device == "cpu":
+        from simsparse.measure_cpu import main as run
+    elif device == "gpu":
+        if importlib.util.find_spec("simsparse.measure_gpu") is None:
+            raise ValueError("device: gpu needs simsparse/measure_gpu.py, which is not installed here")
+        from simsparse.measure_gpu import main as run
+    else:
+        raise ValueError(f"device: got {device!r}; allowed: cpu, gpu")
+    code = run(list(ctx.args))
+    if code:
+        raise typer.Exit(code=code)
+
+
 def main() -> None:
     """Entry point: run the app, turning input errors into one clear line (exit 2)."""
     from simsparse.core.errors import SpecError
@@ -168,12 +327,10 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:  # click usage errors etc.
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors from typer's (vendored) click: no traceback either
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(1)
         raise

@@ -54,6 +54,13 @@ def test_bad_input_is_one_line(args, needle):
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+def test_usage_errors_have_no_traceback():
+    for args in (("no-such-command",), ("simulate", "--no-such-option")):
+        p = run(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert "No such" in p.stderr
+
+
 def test_malformed_trace_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"ops": [{"kind": "gemm", "m": 4}')

@@ -1,0 +1,496 @@
+"""CPU cost model: ARM NEON, WASM SIMD128, x86 AVX2 / AVX-512 — sparse micro-kernels as the
+libraries build them, priced by counting instructions against the core's issue resources.
+
+Every kernel is a loop nest over work units whose per-unit cycle cost comes from the
+instructions it issues (vector loads against ``load_ports``, stores against
+``store_ports``, multiply-adds against ``simd_issue_per_clk``), plus the memory levels it
+streams from (DRAM, and the cache level holding the reused activation panel). Time is
+
+    t = t_call + max(t_core, t_panel, t_dram)
+
+with t_core = cycles / clock / threads. The per-unit cycle costs are named parameters
+(``c_vec``, ``c_nnz`` …). Their defaults are first-principles instruction counts from the
+spec's port numbers; a measured host overrides them with calibrated values in the spec's
+``efficiency`` table (``"<family>.<param>"`` keys, each citing its calibration file).
+
+Layout (XNNPACK sparse inference, Elsen et al., "Fast Sparse ConvNets", CVPR 2020): the
+activation is channel-major, X[K, M] with M = pixels; the sparse weight W[N, K] is walked row
+by row for each block of ``mr`` pixels; each nonzero adds w · X[k, block] into the block's
+accumulators. Kernels:
+
+* ``xnn_spmm``       XNNPACK f32-spmm MRx1: accumulators in registers, unstructured weights.
+* ``xnn_spmm_block`` XNNPACK f32-spmm MRxNR (output-channel blocks NRx1, NR ∈ {2, 4}) and
+                     1x4 input-channel blocks: one index per block, X loads shared by NR rows.
+* ``cpu_group``      fine-grained group sparsity (SparseByteNN: 1xg vectors along K).
+* ``cpu_fanin``      constant fan-in / constant-block sparsity (every row k nonzeros): the nnz
+                     loop is unrolled and threads are balanced (AVX-512 sparse inference).
+* ``cpu_nm``         N:M along K: n values + in-group positions per group of m, no row lengths.
+* ``cpu_csr``, ``cpu_bsr``, ``cpu_bitmap``: this package's numba kernels
+                     (simsparse/kernels/cpu.py): accumulators in an L1 scratch row.
+* ``cpu_act_gemv``   activation-sparse GEMV: only the weight columns of nonzero activations.
+* ``cpu_dense_gemm`` dense baseline: im2col + blocked GEMM (XNNPACK f32-gemm / OpenBLAS).
+* ``cpu_depthwise``  dense depthwise convolution (XNNPACK dwconv, kh·kw taps per vector).
+* ``cpu_eltwise``    element-wise / pooling pass (memory bound).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+from hwmodels.kernels import KernelInfo, needs_activation_sparsity
+from hwmodels.spec import CPUSpec
+from simsparse.core.formats import format_nbytes
+from simsparse.core.mapping import Cost, Mapping
+from simsparse.core.ops import Op
+from simsparse.core.sparsity import NM, Activation, Block, ConstantFanIn, Group, Sparsity
+
+SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fan_in")
+GEMM_KINDS = ("gemm", "conv2d")
+XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK)
+CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds output/weights; Goto blocking)
+
+
+# --- legality rules -----------------------------------------------------------------------
+
+
+def _native(op: Op, spec: object) -> str | None:
+    """numba kernels need a native ISA (numba does not target WebAssembly)."""
+    isa = getattr(spec, "isa", "")
+    return None if isa != "wasm_simd128" else "numba kernels run natively, not under WASM"
+
+
+def _not_depthwise(op: Op, spec: object) -> str | None:
+    if op.conv is not None and op.conv.is_depthwise:
+        return "depthwise convolution runs on cpu_depthwise"
+    return None
+
+
+def _is_depthwise(op: Op, spec: object) -> str | None:
+    return None if op.conv is not None and op.conv.is_depthwise else "needs a depthwise convolution"
+
+
+def _pointwise(op: Op, spec: object) -> str | None:
+    """Sparse NCHW kernels run 1x1 convolutions and GEMMs (no im2col of a sparse operand)."""
+    if op.conv is not None and (op.conv.kh, op.conv.kw, op.conv.groups) != (1, 1, 1):
+        return "sparse CPU kernels run 1x1 convolutions (kh=kw=groups=1) and GEMMs"
+    return None
+
+
+def _xnn_blocks(op: Op, spec: object) -> str | None:
+    w = op.weight
+    if isinstance(w, Block) and (w.bh, w.bw) in ((2, 1), (4, 1), (1, 4), (1, 2), (8, 1)):
+        return None
+    return f"needs NRx1 output-channel blocks (2x1, 4x1, 8x1) or 1x2/1x4 blocks, got {w.label}"
+
+
+def _group(op: Op, spec: object) -> str | None:
+    return None if isinstance(op.weight, Group) else f"needs group (1xg vector) sparsity, got {op.weight.label}"
+
+
+def _fanin(op: Op, spec: object) -> str | None:
+    return None if isinstance(op.weight, ConstantFanIn) else f"needs constant fan-in sparsity, got {op.weight.label}"
+
+
+def _numeric_dtype(op: Op, spec: object) -> str | None:
+    ok = getattr(spec, "supports_dtype", lambda d: True)(op.dtype)
+    return None if ok else f"{getattr(spec, 'name', 'cpu')} has no SIMD path for {op.dtype}"
+
+
+KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
+    KernelInfo("cpu_dense_gemm", "cpu", GEMM_KINDS, ("*",), "dense", "simd", False,
+               description="dense im2col + register-blocked GEMM (XNNPACK f32-gemm / OpenBLAS sgemm)",
+               rules=(_not_depthwise, _numeric_dtype)),
+    KernelInfo("cpu_depthwise", "cpu", ("conv2d",), ("*",), "dense", "simd", False,
+               description="dense depthwise convolution, kh*kw taps per output vector (XNNPACK dwconv)",
+               rules=(_is_depthwise,)),
+    KernelInfo("xnn_spmm", "cpu", GEMM_KINDS, SPARSE_WEIGHT, "csr", "simd", True,
+               description="XNNPACK sparse 1x1 conv / SpMM in NCHW, MR pixels x 1 channel in registers",
+               rules=(_pointwise,)),
+    KernelInfo("xnn_spmm_block", "cpu", GEMM_KINDS, ("block",), "bsr", "simd", True,
+               description="XNNPACK SpMM with NRx1 output-channel blocks (or 1x4 input blocks), X loads shared",
+               rules=(_pointwise, _xnn_blocks)),
+    KernelInfo("cpu_group", "cpu", GEMM_KINDS, ("group",), "bsr", "simd", True,
+               description="fine-grained group sparsity, 1xg vectors along K (SparseByteNN-style)",
+               rules=(_pointwise, _group)),
+    KernelInfo("cpu_fanin", "cpu", GEMM_KINDS, ("constant_fan_in",), "csr", "simd", True,
+               description="constant fan-in SpMM: fixed nnz per row, unrolled, balanced (AVX-512 style)",
+               rules=(_pointwise, _fanin)),
+    KernelInfo("cpu_nm", "cpu", GEMM_KINDS, ("nm",), "nm", "simd", True,
+               description="N:M SpMM on SIMD: n values + positions per group of m (numba on the host)",
+               rules=(_pointwise,)),
+    KernelInfo("cpu_csr", "cpu", GEMM_KINDS, SPARSE_WEIGHT, "csr", "simd", True,
+               description="numba CSR SpMM, NCHW, pixel-blocked, L1 accumulator row (simsparse.kernels.cpu)",
+               rules=(_pointwise, _native)),
+    KernelInfo("cpu_bsr", "cpu", GEMM_KINDS, ("block",), "bsr", "simd", True,
+               description="numba block-sparse (BSR bh x bw) SpMM, NCHW (simsparse.kernels.cpu)",
+               rules=(_pointwise, _native)),
+    KernelInfo("cpu_bitmap", "cpu", GEMM_KINDS, SPARSE_WEIGHT, "bitmap", "simd", True,
+               description="numba bitmap SpMM: scans presence bits, one axpy per set bit",
+               rules=(_pointwise, _native)),
+    KernelInfo("cpu_act_gemv", "cpu", ("gemm",), ("dense",), "dense", "simd", False, True,
+               description="activation-sparse GEMV: reads only W columns of nonzero activations (TEAL)",
+               rules=(needs_activation_sparsity,)),
+    KernelInfo("cpu_eltwise", "cpu", ("eltwise", "attention"), ("*",), "dense", "simd", False,
+               description="element-wise / pooling / attention pass (memory or FMA bound)"),
+)}
+
+NUMBA_KERNELS = ("cpu_csr", "cpu_bsr", "cpu_nm", "cpu_bitmap", "cpu_act_gemv")
+
+
+# --- per-core rates -------------------------------------------------------------------------
+
+
+def lanes(spec: CPUSpec, dtype: str) -> float:
+    """Elements per SIMD vector for a dtype (fp32 lanes × the spec's per-dtype scale)."""
+    # fp32 lanes = simd_bits / 32 (NEON/SIMD128: 4, AVX2: 8, AVX-512: 16)
+    return spec.simd_bits / 32 * spec.dtype_lanes_scale.get(dtype, 1.0)
+
+
+def threads_of(spec: CPUSpec, mapping: Mapping | None = None) -> int:
+    """Threads the mapping runs on (mapping.params['threads'], else the spec's runtime default)."""
+    t = int((mapping.params.get("threads") if mapping is not None else 0) or spec.threads or spec.cores)
+    return max(1, min(t, spec.cores))
+
+
+def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
+    """First-principles cycle costs of a kernel family from the spec's issue resources.
+
+    Units: cycles per work unit, seconds for t_call_s. Each line counts the instructions
+    of the family's inner loop (as the library's micro-kernel issues them) against ports.
+    """
+    fma = spec.simd_issue_per_clk  # vector multiply-adds per cycle (mul+add pairs without FMA)
+    ld, st = spec.load_ports, spec.store_ports
+    fp = spec.fp_pipes or spec.fma_units_per_core
+    ov = spec.simd_overhead  # WASM engines: bounds checks and weaker code generation
+    if family == "xnn":  # XNNPACK f32-spmm: X vector load + FMA per vector, accumulators in registers
+        return {
+            "c_vec": ov * max(1 / fma, 1 / ld),  # 1 vector load + 1 multiply-add per MR/lanes vector
+            "c_nnz": ov * (2 / ld + 1),  # weight broadcast + input-offset loads, pointer add + branch
+            "c_row": ov * 4.0,  # nnz-count load, bias broadcast into accumulators, loop
+            "c_out": ov * (1 / st + 2 / fp),  # store + min/max clamp per output vector
+            "t_call_s": 0.0,
+        }
+    if family == "numba":  # simsparse numba kernels: accumulator row in L1 (load, FMA, store per vector)
+        return {
+            "c_vec": max(2 / ld, 1 / st, 1 / fma),  # acc + X loads, acc store, one multiply-add
+            "c_tail": max(2 / ld, 1 / st, 1 / fma) / 2,  # one half-width or scalar trip of the loop tail
+            "c_nnz": 4 / ld + 4,  # value + index loads, address arithmetic, loop setup
+            "c_row": 8.0,  # row pointers, branch on empty row, loop
+            "c_out": max(1 / ld, 1 / st),  # copy accumulator to Y (or zero it), per full vector
+            "t_call_s": 5e-6,  # numba dispatch of a parallel (prange) function
+        }
+    if family == "cpu_bitmap":
+        return {"c_byte": 2.0, "c_bit": 1.0}  # load + test per byte; shift/test/branch per bit
+    if family == "cpu_bsr":
+        return {"c_blk": 4 / ld + 4}  # block-column index load + loop nest setup per block
+    if family == "cpu_nm":
+        return {"c_grp": 2.0}  # group loop: counter, base column, branch
+    if family == "gemm":  # register-blocked GEMM micro-kernel (mr x nr tile, FMA bound)
+        return {"eff": 1.0, "c_pack": 2 / ld + 1 / st, "t_call_s": 0.0}
+    if family == "cpu_act_gemv":
+        return {"c_scan": 1.0}  # load + compare + branch per activation
+    raise ValueError(f"family: got {family!r}; allowed: xnn, numba, cpu_bitmap, cpu_bsr, cpu_nm, gemm, "
+                     "cpu_act_gemv")
+
+
+def params(spec: CPUSpec, family: str) -> dict[str, float]:
+    """Cycle costs of a family: calibrated values from spec.efficiency override the defaults."""
+    out = default_params(spec, family)
+    for key in out:
+        cal = spec.efficiency.get(f"{family}.{key}")
+        if cal is not None:
+            out[key] = cal
+    return out
+
+
+def _bw(spec: CPUSpec, level: str) -> float:
+    """Bandwidth in bytes/s of a memory level, per core for caches, whole chip for DRAM.
+
+    "stream" is DRAM read by one sequential stream that nothing else competes with (GEMV):
+    its achieved share ``stream_eff`` of the probe bandwidth differs from the share
+    ``dram_eff`` a compute kernel's scattered compulsory traffic gets."""
+    if level == "dram":
+        return spec.dram_bw * spec.efficiency.get("dram_eff", 1.0)
+    if level == "stream":
+        return spec.dram_bw * spec.efficiency.get("stream_eff", 1.0)
+    per_clk = {"l1": spec.l1_bw_bytes_per_clk, "l2": spec.l2_bw_bytes_per_clk,
+               "l3": spec.l3_bw_bytes_per_clk}[level]
+    if per_clk <= 0:  # unknown: fall back to what the load ports can pull per cycle
+        per_clk = spec.load_ports * spec.simd_bits / 8
+    return per_clk * spec.clock_hz
+
+
+def panel_level(spec: CPUSpec, panel_bytes: float) -> str:
+    """Cache level that holds a reused panel of `panel_bytes` (a share CACHE_USE of each level)."""
+    if panel_bytes <= CACHE_USE * spec.l1d_bytes:
+        return "l1"
+    if panel_bytes <= CACHE_USE * spec.l2_bytes:
+        return "l2"
+    if spec.l3_bytes and panel_bytes <= CACHE_USE * spec.l3_bytes:
+        return "l3"
+    return "dram"
+
+
+def pixel_blocks(m: int, mb: int, lane: float) -> tuple[int, float]:
+    """(number of pixel blocks, total SIMD vectors over all blocks) for M pixels in blocks of mb."""
+    full, rem = divmod(m, mb)
+    # a block of w pixels takes ceil(w / lanes) vector iterations (the tail one partly filled)
+    vecs = full * math.ceil(mb / lane) + (math.ceil(rem / lane) if rem else 0)
+    return full + (1 if rem else 0), float(vecs)
+
+
+def loop_steps(w: int, lane: float) -> tuple[float, float]:
+    """(full vectors, tail steps) of a compiler-vectorised unit-stride loop over w elements.
+
+    LLVM's shape for the numba kernels (read from their assembly on AVX-512): a main body of
+    4 unrolled full vectors (4·lanes elements per trip), an epilogue of half-width vectors
+    (lanes/2 elements per trip) and a scalar remainder — each epilogue or scalar trip is one
+    tail step."""
+    body = int(4 * lane)
+    half = max(1, int(lane // 2))
+    main, rest = divmod(int(w), body)
+    return 4.0 * main, float(rest // half + rest % half)
+
+
+def block_steps(m: int, mb: int, lane: float) -> tuple[int, float, float]:
+    """(pixel blocks, full vectors, tail steps) summed over the blocks of a pixel loop."""
+    full, rem = divmod(m, mb)
+    v_full, t_full = loop_steps(mb, lane) if full else (0.0, 0.0)
+    v_rem, t_rem = loop_steps(rem, lane) if rem else (0.0, 0.0)
+    return full + (1 if rem else 0), full * v_full + v_rem, full * t_full + t_rem
+
+
+# --- cost -----------------------------------------------------------------------------------
+
+
+def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
+            bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
+            stream: bool = False) -> Cost:
+    """Combine core cycles and memory streams into a Cost.
+
+    The reused panel streams from its cache level while the core computes (the slower of the
+    two sets the pace); compulsory DRAM traffic overlaps with that by the share ``mem_overlap``
+    (1 = perfect prefetch: max; 0 = none: sum). A streaming kernel (GEMV: every weight read
+    once, in order) runs at the stream bandwidth with its few FLOPs hidden under it."""
+    t_core = cycles / (spec.clock_hz * threads)
+    t_dram = bytes_dram / _bw(spec, "stream" if stream else "dram")
+    # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
+    t_panel = bytes_panel / (_bw(spec, panel) * (threads if panel in ("l1", "l2") else 1)) \
+        if panel != "l1" else 0.0
+    t_onchip = max(t_core, t_panel)
+    overlap = 1.0 if stream else spec.efficiency.get("mem_overlap", 1.0)
+    # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
+    t_body = max(t_onchip, t_dram) + (1.0 - overlap) * min(t_onchip, t_dram)
+    t = t_call + t_body
+    if t_call > t_body:
+        bound = "latency"
+    elif t_dram > t_onchip:
+        bound = "memory"
+    else:
+        bound = "compute" if t_core >= t_panel else "memory"
+    peak = spec.peak_flops(op.dtype) * threads / spec.cores if spec.supports_dtype(op.dtype) else 0.0
+    util = op.useful_flops / t / peak if t > 0 and peak > 0 else 0.0
+    levels = {"dram": bytes_dram}
+    if panel != "l1" and bytes_panel:
+        levels[panel] = levels.get(panel, 0.0) + bytes_panel
+    return Cost(t_s=t, cycles=t * spec.clock_hz, flops=flops_exec, bytes_by_level=levels, bound=bound,
+                utilisation=min(util, 1.0), energy_j=t * spec.tdp_w * threads / spec.cores,
+                breakdown_s={"core": t_core, "dram": t_dram, "panel": t_panel, "call": t_call})
+
+
+def _weight_stats(op: Op, kernel: str) -> dict[str, float]:
+    """Stored weight elements, blocks and bytes of one batch item in the kernel's format."""
+    return _weight_stats_of(kernel, op.n, op.k, op.weight, op.dtype_bytes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _weight_stats_of(kernel: str, n: int, k: int, w: Sparsity, b: float) -> dict[str, float]:
+    if kernel in ("cpu_bsr", "xnn_spmm_block", "cpu_group"):
+        bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (1, w.g) if isinstance(w, Group) else (1, 1)
+        n_blocks = math.ceil(n / bh) * math.ceil(k / bw) * w.density
+        nbytes = format_nbytes("bsr", n, k, density=w.density, value_bytes=b, bh=bh, bw=bw, pad=True)
+        return {"stored": n_blocks * bh * bw, "blocks": n_blocks, "bh": bh, "bw": bw, "bytes": float(nbytes)}
+    if kernel == "cpu_nm":
+        nm = w if isinstance(w, NM) else NM(2, 4)
+        stored = n * math.ceil(k / nm.m) * nm.n  # N:M stores n per group, zeros included
+        nbytes = format_nbytes("nm", n, k, density=min(w.density, nm.n / nm.m), value_bytes=b,
+                               n=nm.n, m=nm.m, pad=True)
+        return {"stored": float(stored), "blocks": float(stored), "bh": 1, "bw": 1, "bytes": float(nbytes),
+                "m": nm.m}
+    if kernel == "cpu_bitmap":
+        nnz = n * k * w.density
+        nbytes = format_nbytes("bitmap", n, k, density=w.density, value_bytes=b)
+        return {"stored": nnz, "blocks": nnz, "bh": 1, "bw": 1, "bytes": float(nbytes)}
+    nnz = n * k * w.density
+    nbytes = format_nbytes("csr", n, k, density=w.density, value_bytes=b)
+    return {"stored": nnz, "blocks": nnz, "bh": 1, "bw": 1, "bytes": float(nbytes)}
+
+
+def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """Sparse weight × dense activation, pixel-blocked (xnn_* and the numba cpu_* kernels)."""
+    kernel = mapping.kernel
+    b = op.dtype_bytes
+    lane = lanes(spec, op.dtype)
+    family = "numba" if kernel in NUMBA_KERNELS else "xnn"
+    p = params(spec, family)
+    mb = mapping.tile[0] or XNN_MR.get(spec.isa, 32)
+    ws = _weight_stats(op, kernel)
+    stored, blocks, bh, bw = ws["stored"], ws["blocks"], ws["bh"], ws["bw"]
+    n, k = op.n, op.k
+    c_nnz, c_row = p["c_nnz"], p["c_row"]
+    if family == "numba":
+        # compiler-vectorised pixel loop: full vectors + half-width / scalar tail trips
+        n_blk, v_main, v_tail = block_steps(op.m, mb, lane)
+        axpy = v_main * p["c_vec"] + v_tail * p["c_tail"]  # one weight over every pixel block
+    else:
+        # XNNPACK MR-pixel micro-kernels (remainders by narrower vector kernels): ceil(w/lanes)
+        n_blk, vecs = pixel_blocks(op.m, mb, lane)
+        axpy = vecs * p["c_vec"]
+    out_pass = pixel_blocks(op.m, mb, lane)[1] * p["c_out"]  # one pass over an output row's vectors
+    if kernel == "cpu_csr":
+        # per block: row setup + per-nonzero setup; axpy per nonzero; one output pass per row
+        # (copy-out, or the zero fill of an empty row) except for rows with a single nonzero,
+        # whose one axpy writes the output directly; row lengths ~ Binomial(K, density)
+        d = min(max(op.weight.density, 0.0), 1.0)
+        p_one = k * d * (1.0 - d) ** (k - 1) if d < 1.0 else 0.0
+        cycles = n_blk * (n * c_row + stored * c_nnz) + stored * axpy + n * (1.0 - p_one) * out_pass
+    elif kernel == "cpu_nm":
+        # as CSR with exactly n values per group of m stored (zeros included), plus the group
+        # loop; accumulator zeroed then copied out
+        groups = n * math.ceil(k / ws["m"])
+        cycles = n_blk * (n * c_row + groups * params(spec, "cpu_nm")["c_grp"] + stored * c_nnz) \
+            + stored * axpy + 2 * n * out_pass
+    elif kernel == "cpu_bitmap":
+        q = params(spec, "cpu_bitmap")
+        d = op.weight.density
+        busy = 1.0 - (1.0 - d) ** 8  # share of bitmap bytes with a set bit (independent zeros)
+        # every byte loaded and tested; a nonzero byte takes 8 bit tests; a set bit an axpy setup
+        scan = math.ceil(k / 8) * (q["c_byte"] + busy * 8 * q["c_bit"])
+        cycles = n_blk * (n * (c_row + scan) + stored * c_nnz) + stored * axpy + 2 * n * out_pass
+    elif kernel == "cpu_bsr":
+        q = params(spec, "cpu_bsr")
+        rows_b = math.ceil(n / bh)
+        # per block: index + loop setup; per element: axpy setup; bh accumulator rows zeroed + copied
+        cycles = n_blk * (rows_b * c_row + blocks * q["c_blk"] + stored * c_nnz) + stored * axpy \
+            + 2 * rows_b * bh * out_pass
+    elif kernel in ("xnn_spmm_block", "cpu_group"):
+        # one offset load per block of bh*bw weights; the X vectors are loaded once per block
+        # column and shared by the bh rows: per vector bh*bw multiply-adds against bw loads
+        per_vec = spec.simd_overhead * max(bh * bw / spec.simd_issue_per_clk, bw / spec.load_ports)
+        cycles = n_blk * (math.ceil(n / bh) * c_row + blocks * c_nnz) + blocks * vecs * per_vec + n * out_pass
+    elif kernel == "cpu_fanin":
+        # constant fan-in: the nnz trip count is fixed, the loop unrolled (half the setup cost)
+        cycles = n_blk * (n * c_row + stored * c_nnz / 2) + stored * axpy + n * out_pass
+    else:  # xnn_spmm
+        cycles = n_blk * (n * c_row + stored * c_nnz) + stored * axpy + n * out_pass
+    threads = threads_of(spec, mapping)
+    # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
+    cycles = cycles * math.ceil(n_blk / threads) / n_blk * threads * op.batch
+    # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
+    level = panel_level(spec, k * min(mb, op.m) * b)
+    bytes_panel = op.batch * blocks * bw * op.m * b  # one X row segment per block column, every block
+    # compulsory DRAM traffic: X and W read once, Y written (write-allocate: read + write)
+    bytes_dram = op.batch * (op.m * k * b + ws["bytes"] + 2 * op.m * n * b)
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
+                   bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored)
+
+
+def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
+    """Register tile (mr pixels, nr output channels) of the dense GEMM micro-kernel.
+
+    Defaults: XNNPACK f32-gemm 6x8 on 128-bit NEON / SIMD128 (6 rows x 2 vectors); on AVX-512
+    OpenBLAS sgemm_kernel_16x4_skylakex (16 x 4). A spec may override with gemm.mr / gemm.nr."""
+    if spec.simd_bits <= 128:
+        mr, nr = 6, 8
+    else:
+        mr, nr = 16, 4
+    return int(spec.efficiency.get("gemm.mr", mr)), int(spec.efficiency.get("gemm.nr", nr))
+
+
+def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """im2col + register-blocked GEMM: mr x nr tiles at the FMA rate, operands packed once."""
+    p = params(spec, "gemm")
+    b = op.dtype_bytes
+    lane = lanes(spec, op.dtype)
+    mr, nr = _gemm_tile(spec)
+    if op.m == 1 or op.n == 1:  # GEMV: every weight used once; streamed, memory bound
+        tiles = 1
+        fma_cycles = op.m * op.n * op.k / lane / spec.simd_issue_per_clk
+    else:  # edge tiles are computed in full (tile quantisation along M and N)
+        tiles = math.ceil(op.m / mr) * math.ceil(op.n / nr)
+        fma_cycles = tiles * mr * nr * op.k / lane / spec.simd_issue_per_clk
+    pack = (op.m * op.k + op.n * op.k) / lane * p["c_pack"]  # pack the A and B panels once per call
+    threads = min(threads_of(spec, mapping), tiles)
+    cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
+    bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + 2 * op.m * op.n * b)
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1)
+
+
+def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """XNNPACK dwconv: per output vector, kh*kw input loads + kh*kw weight loads + kh*kw FMAs."""
+    g = op.conv
+    taps = g.kh * g.kw
+    lane = lanes(spec, op.dtype)
+    b = op.dtype_bytes
+    vec = op.m * math.ceil(g.c_out / lane)  # output vectors (channels are the SIMD axis in NHWC)
+    ov = spec.simd_overhead
+    per_vec = ov * (max(taps / spec.simd_issue_per_clk, (2 * taps + 1) / spec.load_ports) + 1 / spec.store_ports)
+    threads = threads_of(spec, mapping)
+    cycles = vec * per_vec
+    bytes_dram = g.n_img * g.c_in * g.h * g.w * b + op.m * g.c_out * b * 2 + taps * g.c_out * b
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops)
+
+
+def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """Activation-sparse GEMV/GEMM: per nonzero activation, one axpy of its weight column over N."""
+    family = "xnn" if spec.isa == "wasm_simd128" else "numba"
+    p = params(spec, family)
+    q = params(spec, "cpu_act_gemv")
+    b = op.dtype_bytes
+    lane = lanes(spec, op.dtype)
+    act = op.activation
+    col = act.column_density(op.m) if isinstance(act, Activation) else act.density
+    kept = op.k * col  # weight columns read (union over the M rows)
+    if family == "numba":
+        v_main, v_tail = loop_steps(op.n, lane)
+        axpy = v_main * p["c_vec"] + v_tail * p["c_tail"]
+    else:
+        axpy = math.ceil(op.n / lane) * p["c_vec"]
+    # scan the activations; per kept column an axpy setup + the axpy; y zeroed once
+    cycles = op.batch * op.m * (op.k * q["c_scan"] + kept * (p["c_nnz"] + axpy)
+                                + math.ceil(op.n / lane) * p["c_out"])
+    threads = threads_of(spec, mapping)
+    bytes_dram = op.batch * (kept * op.n * b + op.m * op.k * b + 2 * op.m * op.n * b)
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops * col)
+
+
+def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """Element-wise pass: read inputs, write output; FLOPs at SIMD rate (attention: dense GEMM rate)."""
+    lane = lanes(spec, op.dtype)
+    threads = threads_of(spec, mapping)
+    flops = op.flops * (op.attn.score_fraction if op.kind == "attention" else 1.0)
+    cycles = flops / (2 * lane * spec.simd_issue_per_clk) * spec.simd_overhead
+    if op.kind == "eltwise":  # at least one load + one store per vector
+        cycles = max(cycles, op.m / lane * (op.n_inputs / spec.load_ports + 1 / spec.store_ports))
+    d = op.bytes_dense
+    bytes_dram = d["x"] + d["w"] + 2 * d["y"]
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
+                   bytes_panel=0.0, panel="l1", flops_exec=flops)
+
+
+_FAMILY: dict[str, Callable[[Op, Mapping, CPUSpec], Cost]] = {
+    "cpu_dense_gemm": _dense_gemm_cost, "cpu_depthwise": _depthwise_cost, "cpu_act_gemv": _act_gemv_cost,
+    "cpu_eltwise": _eltwise_cost,
+}
+
+
+def cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """Cost of `op` run by `mapping.kernel` on the CPU `spec` (instruction counts + memory streams)."""
+    if mapping.kernel not in KERNELS:
+        raise ValueError(f"kernel: got {mapping.kernel!r}; allowed: {', '.join(KERNELS)}")
+    return _FAMILY.get(mapping.kernel, _spmm_cost)(op, mapping, spec)

@@ -1,0 +1,616 @@
+"""CPU measurement harness: time the package's numba sparse kernels and the BLAS baseline on
+this machine, following shared/MEASURING.md (CPU section).
+
+    simsparse measure --device cpu [--out DIR] [--quick] [--probe-only]
+    python -m simsparse.measure_cpu --out validation/data/cpu-host
+
+What it does, in order:
+
+1. pins itself to one core (``--core``, default 1), numba to 1 thread and OpenBLAS to 1
+   thread (env vars set before numpy loads; the OpenBLAS C API through ctypes afterwards;
+   threadpoolctl when installed), and records the machine: CPU model, ISA flags, cores,
+   caches (/sys), numpy / numba / BLAS versions, OPENBLAS_CORETYPE, load average;
+2. ``probe``: measures this core's DRAM / L3 / L2 read bandwidth, L1 axpy throughput and the
+   dense sgemm FLOP rate → ``probe-<stamp>.json`` (the source of the ``host`` spec numbers);
+3. the grid: 1x1 convolutions of MobileNet v1 / v2 and ResNet-50 and LLM projections, at
+   weight densities 0.5 … 0.02, for cpu_csr, cpu_bitmap, cpu_bsr (4x1, 1x4), cpu_nm (2:4,
+   1:4, 1:8) and dense BLAS; activation-sparse GEMV against dense sgemv. Each point: the
+   mapper's pixel block, operands rotated over copies worth 2x the LLC so every call finds
+   them cold, a correctness check against the dense product, warm-up, then
+   ``perf_counter_ns`` repeats until >= 0.2 s (median, quartiles, min kept);
+4. a second pass over every point in reverse order; other tenants of a shared machine only
+   ever add time, so the pass with the lower median is kept (both medians recorded).
+
+Rows are JSON lines (``type: machine | point``), written as they are measured, into
+``<out>/kernels-<stamp>.jsonl``. Each row carries its calibration split: hash of (N, K)
+even → ``fit``, odd → ``validate`` (shared/MEASURING.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+# BLAS threads must be fixed before numpy loads its BLAS; remember whether the user set them
+_USER_ENV = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "OPENBLAS_CORETYPE", "NUMBA_NUM_THREADS")}
+for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime as _dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "validation" / "data" / "cpu-host"  # repo checkout
+ROTATION_BYTES = 64 * 2**20  # 2x the 32 MiB LLC of the host this was written on; re-read from /sys
+MIN_POINT_S = 0.2
+MAX_POINT_S = 2.0
+
+# --- layer tables: 1x1 convolutions (C_in -> C_out @ H*W pixels, batch 1) ---------------------
+
+MOBILENET_V1_1X1 = [(32, 64, 112 * 112), (64, 128, 56 * 56), (128, 128, 56 * 56), (128, 256, 28 * 28),
+                    (256, 256, 28 * 28), (256, 512, 14 * 14), (512, 512, 14 * 14), (512, 1024, 7 * 7),
+                    (1024, 1024, 7 * 7)]
+MOBILENET_V2_1X1 = [(96, 24, 56 * 56), (24, 144, 56 * 56), (144, 32, 28 * 28), (192, 64, 14 * 14),
+                    (576, 160, 7 * 7), (960, 320, 7 * 7), (320, 1280, 7 * 7)]
+RESNET50_1X1 = [(256, 64, 56 * 56), (64, 256, 56 * 56), (512, 128, 28 * 28), (1024, 256, 14 * 14),
+                (2048, 512, 7 * 7)]
+LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
+LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
+
+DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
+LLM_DENSITIES = (0.1, 0.05, 0.02)  # long calls at higher density are at the mercy of other tenants
+BLOCK_DENSITIES = (0.5, 0.2, 0.1, 0.05)
+BLOCKS = ((4, 1), (1, 4))
+NM_PATTERNS = ((2, 4), (1, 4), (1, 8))
+ACT_DENSITIES = (0.5, 0.3, 0.1, 0.05)
+
+
+def split_of(n: int, k: int) -> str:
+    """Calibration split by shape, the project's rule (simsparse.validate.half_of): crc32 of
+    'NxK' even → fit, odd → validate."""
+    return "fit" if zlib.crc32(f"{int(n)}x{int(k)}".encode()) % 2 == 0 else "validate"
+
+
+# --- machine identity and thread control --------------------------------------------------------
+
+
+def _openblas() -> tuple[ctypes.CDLL | None, str]:
+    """The OpenBLAS library numpy loaded (via /proc/self/maps) and its symbol prefix/suffix."""
+    try:
+        libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "openblas" in ln.lower()
+                       and ln.split()[-1].startswith("/")})
+    except OSError:
+        return None, ""
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for pre, suf in (("scipy_", "64_"), ("", "64_"), ("", ""), ("scipy_", "")):
+            if hasattr(lib, f"{pre}openblas_set_num_threads{suf}"):
+                return lib, f"{pre}|{suf}"
+    return None, ""
+
+
+def blas_set_threads(n: int) -> dict[str, Any]:
+    """Fix numpy's BLAS thread count (threadpoolctl if installed, else the OpenBLAS C API)."""
+    info: dict[str, Any] = {"requested_threads": n}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(n, user_api="blas")
+        info["threadpoolctl"] = threadpool_info()
+        return info
+    except ImportError:
+        info["threadpoolctl"] = "not installed"
+    lib, fix = _openblas()
+    if lib is None:
+        info["openblas"] = "not found"
+        return info
+    pre, suf = fix.split("|")
+    getattr(lib, f"{pre}openblas_set_num_threads{suf}")(ctypes.c_int(n))
+    for what in ("get_config", "get_corename"):
+        f = getattr(lib, f"{pre}openblas_{what}{suf}", None)
+        if f is not None:
+            f.restype = ctypes.c_char_p
+            info[f"openblas_{what}"] = f().decode()
+    f = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
+    if f is not None:
+        info["openblas_threads"] = int(f())
+    return info
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def caches() -> list[dict[str, Any]]:
+    """Cache levels of cpu0 from /sys (level, type, size, sharing)."""
+    out = []
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for d in sorted(base.glob("index*")):
+        size = _read(str(d / "size"))
+        mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        out.append({"level": int(_read(str(d / "level")) or 0), "type": _read(str(d / "type")),
+                    "size_bytes": int(size[:-1] if size[-1:] in "KMG" else size or 0) * mult,
+                    "shared_cpu_list": _read(str(d / "shared_cpu_list")),
+                    "line_bytes": int(_read(str(d / "coherency_line_size")) or 0)})
+    return out
+
+
+def machine_identity(blas: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU model, ISA flags, cores, caches, library versions, thread settings, load."""
+    import numba
+
+    cpuinfo = _read("/proc/cpuinfo")
+    field = {}
+    for line in cpuinfo.splitlines():
+        if ":" in line:
+            key, _, val = line.partition(":")
+            field.setdefault(key.strip(), val.strip())
+    flags = field.get("flags", "").split()
+    simd = [f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "f16c", "amx", "asimd", "sve",
+                                              "neon", "fphp", "asimddp", "bf16", "i8mm"))]
+    blas_cfg = {}
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]
+        blas_cfg = {k: deps["blas"].get(k) for k in ("name", "version", "openblas configuration")}
+    except Exception:  # pragma: no cover - numpy without show_config dicts
+        pass
+    return {
+        "type": "machine",
+        "cpu_model": field.get("model name", platform.processor()),
+        "vendor": field.get("vendor_id", ""), "cpu_family": field.get("cpu family", ""),
+        "cpu_mhz_nominal": float(field.get("cpu MHz", 0) or 0),
+        "hypervisor": "hypervisor" in flags,
+        "simd_flags": simd, "n_flags": len(flags),
+        "logical_cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+        "caches": caches(),
+        "mem_total_kb": int((_read("/proc/meminfo").split()[1:2] or ["0"])[0]),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "numpy": np.__version__, "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(), "numba_threading_layer": _threading_layer(),
+        "blas_build": blas_cfg, "blas_runtime": blas or {},
+        "env": {k: os.environ.get(k) for k in _USER_ENV},
+        "env_set_by_user": {k: v is not None for k, v in _USER_ENV.items()},
+        "openblas_coretype_set": _USER_ENV["OPENBLAS_CORETYPE"] is not None,
+        "loadavg": _read("/proc/loadavg"),
+    }
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel function has run yet
+        return "unset"
+
+
+def pin(core: int, threads: int = 1) -> dict[str, Any]:
+    """Pin this process to one core, numba and BLAS to `threads` threads."""
+    import numba
+
+    if core >= 0:
+        os.sched_setaffinity(0, {core})
+    numba.set_num_threads(threads)
+    return blas_set_threads(threads)
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+def time_call(fn: Callable[[int], Any], n_rot: int, min_s: float = MIN_POINT_S,
+              max_s: float = MAX_POINT_S) -> dict[str, Any]:
+    """Median time of fn(i) (i rotates over n_rot operand copies): warm-up, then repeats
+    until >= min_s of measured time and >= 10 repeats (>= 5 when one call is slow)."""
+    for i in range(min(3, n_rot) or 1):  # warm-up (JIT already compiled; first-touch pages)
+        fn(i % n_rot)
+    times: list[int] = []
+    spent = 0
+    i = 0
+    t_start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        fn(i % n_rot)
+        dt = time.perf_counter_ns() - t0
+        times.append(dt)
+        spent += dt
+        i += 1
+        need = 5 if dt > 50e6 else 10
+        if (spent >= min_s * 1e9 and len(times) >= need) or time.perf_counter() - t_start > max_s \
+                and len(times) >= 3:
+            break
+    a = np.array(times, dtype=np.float64) / 1e9
+    q = np.percentile(a, [10, 25, 50, 75, 90])
+    return {"t_median_s": float(q[2]), "t_min_s": float(a.min()), "t_p10_s": float(q[0]),
+            "t_p25_s": float(q[1]), "t_p75_s": float(q[3]), "t_p90_s": float(q[4]), "repeats": len(a),
+            "spread": float((q[3] - q[1]) / q[2]) if q[2] > 0 else 0.0}
+
+
+# --- probe ---------------------------------------------------------------------------------------
+
+
+def _probe_kernels():
+    from numba import njit
+
+    @njit(fastmath=True, cache=True)
+    def read_sum(a, reps):  # vectorised reduction: streams a reps times
+        s = np.float32(0.0)
+        for _ in range(reps):
+            for i in range(a.size):
+                s += a[i]
+        return s
+
+    @njit(fastmath=True, cache=True)
+    def axpy(y, x, v, reps):  # y += v*x, y and x in L1: the inner loop of every SpMM here
+        for _ in range(reps):
+            for i in range(y.size):
+                y[i] += v * x[i]
+
+    @njit(cache=True)
+    def chain2(n, c):  # dependent integer add + xor: 2 cycles per iteration (1-cycle ALU latency)
+        x = np.int64(1)
+        for i in range(n):
+            x = (x + i) ^ c
+        return x
+
+    @njit(cache=True)
+    def chain3(n, c):  # dependent add + xor + add: 3 cycles per iteration
+        x = np.int64(1)
+        for i in range(n):
+            x = ((x + i) ^ c) + c
+        return x
+
+    return read_sum, axpy, chain2, chain3
+
+
+def probe(out_dir: Path | None = None, quick: bool = False) -> dict[str, Any]:
+    """Measure this core: DRAM / L3 / L2 read bandwidth, L1 axpy rate, dense sgemm FLOP rate."""
+    read_sum, axpy, chain2, chain3 = _probe_kernels()
+    rng = np.random.default_rng(0)
+    small = rng.random(1024, dtype=np.float32)
+    read_sum(small, 1)
+    axpy(small.copy(), small, np.float32(0.5), 1)
+    chain2(10, 5)
+    chain3(10, 5)
+    res: dict[str, Any] = {"type": "probe", "loadavg_before": _read("/proc/loadavg")}
+    # A probe measures a capability (a peak rate): other tenants only ever slow a repeat down,
+    # so each rate comes from the fastest of many short repeats (each well under a scheduler
+    # time slice); the median is kept alongside.
+    # core clock from dependency chains of 1-cycle integer ops (add, xor: latency 1 on x86-64
+    # and AArch64 cores); two chain lengths must agree, else the clock moved during the probe
+    n_iter = 2_000_000
+    for name, fn, dep in (("chain2", chain2, 2), ("chain3", chain3, 3)):
+        r = time_call(lambda i, fn=fn: fn(n_iter, 12345), 1, min_s=0.5)
+        res[f"clock_hz_{name}"] = n_iter * dep / r["t_min_s"]
+        res[f"clock_hz_{name}_median"] = n_iter * dep / r["t_median_s"]
+    res["clock_hz"] = (res["clock_hz_chain2"] + res["clock_hz_chain3"]) / 2
+    sizes = {"l2": 256 * 2**10, "l3": 8 * 2**20, "dram": (64 if quick else 256) * 2**20}
+    for level, nbytes in sizes.items():
+        a = rng.random(nbytes // 4, dtype=np.float32)
+        reps = max(1, int(4 * 2**20 // nbytes)) if level != "dram" else 1
+        if level == "dram":  # stream the big array in 4 MiB pieces (short repeats, cold lines)
+            piece = 2**20
+            r = time_call(lambda i, a=a, p=piece: read_sum(a[(i % 64) * p:(i % 64 + 1) * p], 1), 64, min_s=0.5)
+            got = piece * 4
+        else:
+            r = time_call(lambda i, a=a, reps=reps: read_sum(a, reps), 1, min_s=0.3)
+            got = nbytes * reps
+        res[f"{level}_read_bytes_per_s"] = got / r["t_min_s"]
+        res[f"{level}_read_bytes_per_s_median"] = got / r["t_median_s"]
+        res[f"{level}_read_spread"] = r["spread"]
+    y = rng.random(512, dtype=np.float32)  # 2 KiB + 2 KiB: L1 resident
+    x = rng.random(512, dtype=np.float32)
+    reps = 1000
+    r = time_call(lambda i: axpy(y, x, np.float32(1e-7), reps), 1, min_s=0.3)
+    res["l1_axpy_elems_per_s"] = 512 * reps / r["t_min_s"]
+    n = 256 if quick else 512
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    r = time_call(lambda i: np.matmul(a, b, out=c), 1, min_s=0.5)
+    res["sgemm_n"] = n
+    res["sgemm_flops_per_s"] = 2 * n**3 / r["t_min_s"]
+    res["sgemm_flops_per_s_median"] = 2 * n**3 / r["t_median_s"]
+    res["sgemm_spread"] = r["spread"]
+    res["loadavg_after"] = _read("/proc/loadavg")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"probe-{_stamp()}.json"
+        path.write_text(json.dumps({**res, "machine": machine_identity()}, indent=1))
+        res["file"] = str(path)
+    return res
+
+
+# --- the grid ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    kernel: str
+    m: int
+    n: int
+    k: int
+    pattern: dict[str, Any]
+    layer: str
+    activation_density: float = 1.0
+
+
+def grid(quick: bool = False) -> list[Point]:
+    """Every point of the campaign (quick: a few shapes, for smoke tests)."""
+    cnn: list[tuple[str, tuple[int, int, int]]] = []
+    for name, table in (("mobilenet_v1", MOBILENET_V1_1X1), ("mobilenet_v2", MOBILENET_V2_1X1),
+                        ("resnet50", RESNET50_1X1)):
+        cnn += [(name, s) for s in table]
+    if quick:
+        cnn = [cnn[2], cnn[8], cnn[13]]
+    pts: list[Point] = []
+    seen = set()
+    for layer, (cin, cout, hw) in cnn:
+        if (cin, cout, hw) in seen:
+            continue
+        seen.add((cin, cout, hw))
+        m, n, k = hw, cout, cin
+        dens = DENSITIES[::2] if quick else DENSITIES
+        pts.append(Point("cpu_dense_gemm", m, n, k, {"pattern": "dense"}, layer))
+        for d in dens:
+            pts.append(Point("cpu_csr", m, n, k, {"pattern": "unstructured", "density": d}, layer))
+            pts.append(Point("cpu_bitmap", m, n, k, {"pattern": "unstructured", "density": d}, layer))
+        for bh, bw in BLOCKS:
+            if n % bh or k % bw:
+                continue
+            for d in (BLOCK_DENSITIES[::2] if quick else BLOCK_DENSITIES):
+                pts.append(Point("cpu_bsr", m, n, k, {"pattern": "block", "block": [bh, bw], "density": d},
+                                 layer))
+        for nn, mm in NM_PATTERNS:
+            if k % mm == 0:
+                pts.append(Point("cpu_nm", m, n, k, {"pattern": f"{nn}:{mm}"}, layer))
+    llm_spmm = LLM_SPMM[:1] if quick else LLM_SPMM
+    for k, n, tokens in llm_spmm:
+        pts.append(Point("cpu_dense_gemm", tokens, n, k, {"pattern": "dense"}, "llama-2"))
+        for d in (LLM_DENSITIES[::2] if quick else LLM_DENSITIES):
+            pts.append(Point("cpu_csr", tokens, n, k, {"pattern": "unstructured", "density": d}, "llama-2"))
+    for k, n in (LLM_GEMV[:1] if quick else LLM_GEMV):
+        pts.append(Point("cpu_dense_gemm", 1, n, k, {"pattern": "dense"}, "llama-2-decode"))
+        for a in ACT_DENSITIES:
+            pts.append(Point("cpu_act_gemv", 1, n, k, {"pattern": "dense"}, "llama-2-decode", a))
+    return pts
+
+
+def _llc_bytes() -> int:
+    sizes = [c["size_bytes"] for c in caches() if c["type"] in ("Unified", "Data")]
+    return max(sizes) if sizes else 32 * 2**20
+
+
+def _copy(obj: Any) -> Any:
+    """A deep copy of an encoded operand (fresh arrays, so a rotation copy is cold in cache)."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{f.name: getattr(obj, f.name).copy() for f in dataclasses.fields(obj)
+                                           if isinstance(getattr(obj, f.name), np.ndarray)})
+    return obj.copy()
+
+
+def build(pt: Point, seed: int = 0) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
+    """Operands for one point rotated over enough copies; returns (call(i), copies, facts)."""
+    from mappers.cpu import numba_block
+    from simsparse.core import formats as F
+    from simsparse.core.sparsity import parse_pattern
+    from simsparse.kernels import cpu as K
+
+    rng = np.random.default_rng(seed)
+    m, n, k = pt.m, pt.n, pt.k
+    l2 = next((c["size_bytes"] for c in caches() if c["level"] == 2), 2**20)
+    facts: dict[str, Any] = {}
+    if pt.kernel == "cpu_act_gemv" or (pt.kernel == "cpu_dense_gemm" and m == 1):
+        w = rng.standard_normal((n, k), dtype=np.float32)
+        x = rng.standard_normal(k, dtype=np.float32)
+        if pt.kernel == "cpu_act_gemv":
+            # rotated activations have disjoint nonzero columns, so each call reads weight
+            # rows that the previous calls did not bring into the LLC
+            op_w, fn = np.ascontiguousarray(w.T), K.act_sparse_gemv
+            per = max(1, int(round(pt.activation_density * k)))
+            n_x = int(min(32, max(1, k // per)))
+            perm = rng.permutation(k)
+            xs = []
+            for j in range(n_x):
+                xj = np.zeros(k, np.float32)
+                cols = perm[j * per:(j + 1) * per]
+                xj[cols] = rng.standard_normal(cols.size, dtype=np.float32)
+                xs.append(xj)
+            x = xs[0]
+            facts["act_nnz"] = int(np.count_nonzero(x))
+            touched = op_w.nbytes * min(1.0, n_x * per / k)
+            w_copies = int(min(4, max(1, -(-2 * _llc_bytes() // max(touched, 1)))))
+            ws_base = [op_w] + [op_w.copy() for _ in range(w_copies - 1)]
+            copies = n_x * w_copies
+            ws = [ws_base[j // n_x] for j in range(copies)]
+            xs = [xs[j % n_x] for j in range(copies)]
+            facts["act_rotation"] = {"x_sets": n_x, "w_copies": w_copies}
+        else:
+            op_w, fn = w, K.dense_gemv
+            set_bytes = op_w.nbytes + x.nbytes + 4 * n
+            copies = int(min(32, max(1, -(-2 * _llc_bytes() // set_bytes))))
+            ws = [op_w] + [op_w.copy() for _ in range(copies - 1)]
+            xs = [x] + [x.copy() for _ in range(copies - 1)]
+        ref = w @ x
+        ys = [np.empty(n, np.float32) for _ in range(copies)]
+        got = fn(ws[0], xs[0], out=ys[0])
+        facts.update(mb=0, weight_bytes=int(op_w.nbytes))
+        facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+        return (lambda i: fn(ws[i], xs[i], out=ys[i])), copies, facts
+    spars = parse_pattern(pt.pattern)
+    mask = spars.mask((n, k), seed) if pt.pattern["pattern"] != "dense" else np.ones((n, k), bool)
+    wd = (mask * rng.standard_normal((n, k))).astype(np.float32)
+    x = rng.standard_normal((k, m), dtype=np.float32)
+    mb = numba_block(m, k, 4, l2, 1)
+    if pt.kernel == "cpu_dense_gemm":
+        enc, fn, call = wd, K.dense_gemm, (lambda e, xx, yy: K.dense_gemm(e, xx, out=yy))
+        mb = 0
+        facts["weight_bytes"] = int(wd.nbytes)
+    elif pt.kernel == "cpu_csr":
+        enc = F.CSR.encode(wd)
+        call = lambda e, xx, yy: K.spmm_csr(e, xx, mb, out=yy)  # noqa: E731
+    elif pt.kernel == "cpu_bitmap":
+        enc = F.Bitmap.encode(wd)
+        starts = K.bitmap_row_starts(enc)
+        call = lambda e, xx, yy: K.spmm_bitmap(e, xx, mb, out=yy, starts=starts)  # noqa: E731
+    elif pt.kernel == "cpu_bsr":
+        bh, bw = pt.pattern["block"]
+        enc = F.BSR.encode(wd, bh=bh, bw=bw)
+        call = lambda e, xx, yy: K.spmm_bsr(e, xx, mb, out=yy)  # noqa: E731
+    elif pt.kernel == "cpu_nm":
+        enc = F.NMCompressed.encode(wd, n=spars.n, m=spars.m)
+        call = lambda e, xx, yy: K.spmm_nm(e, xx, mb, out=yy)  # noqa: E731
+    else:
+        raise ValueError(f"kernel: got {pt.kernel!r}; allowed: cpu_dense_gemm, cpu_csr, cpu_bitmap, "
+                         "cpu_bsr, cpu_nm, cpu_act_gemv")
+    if pt.kernel != "cpu_dense_gemm":
+        facts["weight_bytes"] = int(enc.nbytes)
+        facts["nnz"] = int(np.count_nonzero(wd))
+    ref = wd @ x
+    set_bytes = x.nbytes + 4 * n * m + facts["weight_bytes"]
+    copies = int(min(32, max(1, -(-2 * _llc_bytes() // set_bytes))))
+    encs = [enc] + [_copy(enc) for _ in range(copies - 1)]
+    xs = [x] + [x.copy() for _ in range(copies - 1)]
+    ys = [np.empty((n, m), np.float32) for _ in range(copies)]
+    got = call(encs[0], xs[0], ys[0])
+    facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+    facts["mb"] = int(mb)
+    return (lambda i: call(encs[i], xs[i], ys[i])), copies, facts
+
+
+def warm_up() -> None:
+    """Compile every kernel once on tiny operands (JIT time is never measured)."""
+    for pt in [
+        Point("cpu_csr", 20, 8, 16, {"pattern": "unstructured", "density": 0.5}, "warm"),
+        Point("cpu_bitmap", 20, 8, 16, {"pattern": "unstructured", "density": 0.5}, "warm"),
+        Point("cpu_bsr", 20, 8, 16, {"pattern": "block", "block": [4, 1], "density": 0.5}, "warm"),
+        Point("cpu_nm", 20, 8, 16, {"pattern": "2:4"}, "warm"),
+        Point("cpu_act_gemv", 1, 8, 16, {"pattern": "dense"}, "warm", 0.5),
+        Point("cpu_dense_gemm", 20, 8, 16, {"pattern": "dense"}, "warm"),
+    ]:
+        fn, _, _ = build(pt)
+        fn(0)
+
+
+def measure_point(pt: Point, seed: int = 0) -> dict[str, Any]:
+    fn, copies, facts = build(pt, seed)
+    load0 = _read("/proc/loadavg")
+    r = time_call(fn, copies)
+    row = {"type": "point", "kernel": pt.kernel, "m": pt.m, "n": pt.n, "k": pt.k, "dtype": "fp32",
+           "weight": pt.pattern, "activation_density": pt.activation_density, "layer": pt.layer,
+           "mapping": {"kernel": pt.kernel, "tile": [facts.get("mb", 0), pt.n, pt.k], "threads": 1},
+           "split": split_of(pt.n, pt.k), "rotation_copies": copies, **facts, **r,
+           "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"),
+           "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    if facts["rel_err"] > 1e-4:
+        row["error"] = f"wrong result: relative error {facts['rel_err']:.2e} vs the dense product"
+    return row
+
+
+def _stamp() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
+        log: Callable[[str], None] = print) -> Path:
+    """The whole campaign → one new JSON-lines file under out_dir (append-only history)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blas = pin(core)
+    path = out_dir / f"kernels-{_stamp()}{'-quick' if quick else ''}.jsonl"
+    t_start = time.perf_counter()
+    warm_up()
+    pr = probe(out_dir, quick=quick)
+    ident = machine_identity(blas)
+    pts = grid(quick)
+    with path.open("w") as f:
+        f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
+                            "threads": 1, "core": core}) + "\n")
+        rows = []
+        for i, pt in enumerate(pts):
+            if time.perf_counter() - t_start > budget_s:
+                log(f"budget of {budget_s:.0f} s spent after {i} of {len(pts)} points")
+                break
+            row = measure_point(pt)
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            log(f"[{i + 1}/{len(pts)}] {pt.kernel:15s} {pt.m}x{pt.n}x{pt.k} {json.dumps(pt.pattern)} "
+                f"act={pt.activation_density}: {row['t_median_s'] * 1e6:9.1f} us "
+                f"(spread {row['spread']:.2f}, n={row['repeats']}, load {row['loadavg_before'].split()[0]})")
+        # second pass, in reverse order (a different moment for every point): other tenants'
+        # load only ever adds time, so the run with the lower median is kept (both recorded)
+        log(f"second pass over {len(rows)} points")
+        for i in reversed(range(len(rows))):
+            if time.perf_counter() - t_start > budget_s:
+                log(f"budget spent; second pass stopped with {i + 1} points left")
+                break
+            old = rows[i]
+            new = measure_point(pts[i])
+            keep = new if new["t_median_s"] < old["t_median_s"] else old
+            keep = {**keep, "remeasured": True, "t_median_first_s": old["t_median_s"],
+                    "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
+                    "spread_second": new["spread"], "loadavg_first": old["loadavg_before"],
+                    "loadavg_second": new["loadavg_before"]}
+            f.write(json.dumps({**keep, "type": "remeasure"}) + "\n")
+            f.flush()
+        f.write(json.dumps({"type": "end", "wall_s": time.perf_counter() - t_start,
+                            "loadavg": _read("/proc/loadavg")}) + "\n")
+    log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
+    return path
+
+
+def load_rows(paths: list[Path] | Path | None = None) -> list[dict[str, Any]]:
+    """Measured points of one or more campaign files (a re-measured point replaces its first row)."""
+    if paths is None:
+        paths = sorted(DEFAULT_OUT.glob("kernels-*.jsonl"))
+    if isinstance(paths, Path | str):
+        paths = [Path(paths)]
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        points: dict[tuple, dict[str, Any]] = {}
+        for line in Path(p).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("type") in ("point", "remeasure") and "error" not in r:
+                key = (r["kernel"], r["m"], r["n"], r["k"], json.dumps(r["weight"], sort_keys=True),
+                       r["activation_density"])
+                points[key] = {**r, "campaign": Path(p).stem, "split": split_of(r["n"], r["k"])}
+        rows += list(points.values())
+    return rows
+
+
+def iter_files(out_dir: Path = DEFAULT_OUT) -> Iterator[Path]:
+    yield from sorted(out_dir.glob("kernels-*.jsonl"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="simsparse measure --device cpu", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON-lines files")
+    ap.add_argument("--quick", action="store_true", help="a few shapes (smoke test, ~1 minute)")
+    ap.add_argument("--probe-only", action="store_true", help="only the bandwidth / FLOP probe")
+    ap.add_argument("--core", type=int, default=1, help="core to pin to (-1: no pinning)")
+    ap.add_argument("--budget-s", type=float, default=560.0, help="stop starting new points after this")
+    a = ap.parse_args(argv)
+    if a.probe_only:
+        pin(a.core)
+        print(json.dumps(probe(a.out, quick=a.quick), indent=1))
+        return 0
+    run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

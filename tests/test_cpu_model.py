@@ -1,0 +1,147 @@
+"""CPU cost model from first principles: hand-counted cycles, bounds, monotonicity, mappings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hwmodels
+import hwmodels.cpu as cpu
+import mappers
+from mappers.check import check_mapping
+from mappers.cpu import numba_block
+from simsparse.core.mapping import Mapping
+from simsparse.core.ops import ConvGeom, Op
+from simsparse.core.sparsity import NM, Activation, Block, Unstructured
+
+FAST = settings(max_examples=40, deadline=None)
+CPU_SPECS = ["host", "snapdragon-835", "snapdragon-855", "cortex-a76", "wasm-simd128-arm",
+             "wasm-simd128-x86", "avx512-server"]
+SPARSE_KERNELS = ["xnn_spmm", "cpu_csr", "cpu_bitmap"]
+
+
+def _ideal(spec_name: str = "host", **eff: float):
+    """A spec whose memory is infinitely fast and whose GEMM runs at the FMA rate."""
+    s = hwmodels.load(spec_name)
+    return s.replace(dram_bw_gbps=1e12, efficiency={"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0,
+                                                    **eff})
+
+
+@pytest.mark.parametrize("name", CPU_SPECS)
+def test_specs_load_with_sources(name):
+    s = hwmodels.load(name)
+    assert s.hw_class == "cpu" and s.peak_flops("fp32") > 0
+    for field in ("cores", "clock_hz", "simd_bits", "fma_units_per_core", "l1d_bytes", "l2_bytes"):
+        assert field in s.sources, f"{name}: {field} has no source"
+
+
+def test_dense_gemm_hand_counted_cycles():
+    # AVX-512 fp32: 16 lanes, one 512-bit FMA per cycle; tile 16 x 4 divides 64 x 32 exactly:
+    # 64*32*128 multiply-adds / (16 lanes * 1 FMA/cycle) = 16384 cycles
+    spec = _ideal("host")
+    op = Op.gemm(64, 32, 128, dtype="fp32")
+    c = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1}), spec)
+    assert c.cycles == pytest.approx(64 * 32 * 128 / 16, rel=1e-9)
+    assert c.t_s == pytest.approx(16384 / spec.clock_hz, rel=1e-9)
+    assert c.bound == "compute"
+
+
+def test_neon_gemm_hand_counted_and_tile_quantisation():
+    # NEON fp32: 4 lanes; A76 two FMA pipes -> 8 FMA lanes / cycle; tile 6 x 8
+    spec = _ideal("cortex-a76")
+    op = Op.gemm(12, 16, 64, dtype="fp32")  # 2 x 2 whole tiles
+    c = cpu.cost(op, Mapping("cpu_dense_gemm"), spec)
+    assert c.cycles == pytest.approx(12 * 16 * 64 / 8)
+    ragged = cpu.cost(Op.gemm(13, 16, 64, dtype="fp32"), Mapping("cpu_dense_gemm"), spec)
+    assert ragged.cycles == pytest.approx(18 * 16 * 64 / 8)  # the 13th row costs a whole 6-row tile
+
+
+def test_peak_and_wasm_have_no_fused_fma():
+    a76, wasm = hwmodels.load("cortex-a76"), hwmodels.load("wasm-simd128-arm")
+    assert a76.peak_flops("fp32") == pytest.approx(2 * 4 * 2 * 2.84e9)
+    # same core, separate mul + add (2 pipes -> 1 multiply-add / cycle) and the engine overhead
+    assert wasm.peak_flops("fp32") == pytest.approx(a76.peak_flops("fp32") / 2 / wasm.simd_overhead)
+    op = Op.gemm(196, 256, 256, dtype="fp32", weight=Unstructured(0.1))
+    t_native = mappers.best(op, a76, "xnn_spmm")[1].t_s
+    t_wasm = mappers.best(op, wasm, "xnn_spmm")[1].t_s
+    assert t_wasm > 1.5 * t_native
+
+
+@pytest.mark.parametrize("name", CPU_SPECS)
+@pytest.mark.parametrize("kernel", SPARSE_KERNELS)
+def test_sparse_never_below_useful_flop_bound(name, kernel):
+    spec = hwmodels.load(name)
+    op = Op.gemm(784, 128, 512, dtype="fp32", weight=Unstructured(0.1))
+    legal = mappers.search.legal_kernels(op, spec)
+    if legal[kernel] is not None:
+        pytest.skip(legal[kernel])
+    for m in mappers.candidates(op, spec, kernel):
+        c = cpu.cost(op, m, spec)
+        threads = cpu.threads_of(spec, m)
+        assert c.t_s >= op.useful_flops / (spec.peak_flops("fp32") * threads / spec.cores)
+
+
+@FAST
+@given(m=st.integers(1, 4000), n=st.integers(1, 512), k=st.integers(1, 512),
+       d1=st.floats(0.01, 1.0), d2=st.floats(0.01, 1.0), kernel=st.sampled_from(SPARSE_KERNELS),
+       spec_name=st.sampled_from(["host", "snapdragon-835", "wasm-simd128-x86"]))
+def test_denser_never_cheaper_on_the_same_mapping(m, n, k, d1, d2, kernel, spec_name):
+    spec = hwmodels.load(spec_name)
+    lo, hi = sorted((d1, d2))
+    sparse, dense = (Op.gemm(m, n, k, dtype="fp32", weight=Unstructured(d)) for d in (lo, hi))
+    if mappers.search.legal_kernels(sparse, spec)[kernel] is not None:
+        return
+    for mapping in mappers.candidates(sparse, spec, kernel):
+        assert cpu.cost(dense, mapping, spec).t_s >= cpu.cost(sparse, mapping, spec).t_s * (1 - 1e-12)
+
+
+@FAST
+@given(m=st.integers(1, 5000), n=st.integers(1, 300), k=st.integers(1, 300), d=st.floats(0.01, 1.0),
+       spec_name=st.sampled_from(CPU_SPECS))
+def test_mapper_candidates_are_legal(m, n, k, d, spec_name):
+    spec = hwmodels.load(spec_name)
+    op = Op.gemm(m, n, k, dtype="fp32", weight=Unstructured(d))
+    for mapping in mappers.candidates(op, spec):
+        assert check_mapping(op, mapping, spec) == []
+
+
+def test_block_nm_and_activation_kernels():
+    spec = hwmodels.load("host")
+    blk = Op.gemm(3136, 128, 128, dtype="fp32", weight=Block(4, 1, 0.1))
+    assert {m.kernel for m in mappers.candidates(blk, spec)} >= {"cpu_bsr", "xnn_spmm_block", "cpu_csr"}
+    nm = Op.gemm(196, 256, 512, dtype="fp32", weight=NM(1, 4))
+    assert "cpu_nm" in {m.kernel for m in mappers.candidates(nm, spec)}
+    gemv = Op.gemm(1, 4096, 4096, dtype="fp32", activation=Activation(0.1))
+    full = Op.gemm(1, 4096, 4096, dtype="fp32", activation=Activation(0.5))
+    t = [mappers.best(o, spec, "cpu_act_gemv")[1].t_s for o in (gemv, full)]
+    assert t[0] < t[1] < mappers.best(gemv, spec, "cpu_dense_gemm")[1].t_s
+
+
+def test_depthwise_and_numba_legality():
+    dw = Op.conv2d(ConvGeom(1, 64, 56, 56, 64, 3, 3, 1, 1, groups=64), dtype="fp32")
+    spec = hwmodels.load("snapdragon-835")
+    assert [m.kernel for m in mappers.candidates(dw, spec)] == ["cpu_depthwise"]
+    wasm = hwmodels.load("wasm-simd128-arm")
+    op = Op.gemm(196, 64, 64, dtype="fp32", weight=Unstructured(0.1))
+    why = mappers.search.legal_kernels(op, wasm)
+    assert why["cpu_csr"] and why["xnn_spmm"] is None
+
+
+def test_loop_steps_follow_the_compiled_loop_shape():
+    # AVX-512: body of 4 x 16 lanes, epilogue of 8-lane vectors, scalar remainder
+    assert cpu.loop_steps(64, 16) == (4.0, 0.0)
+    assert cpu.loop_steps(49, 16) == (0.0, 7.0)  # 6 half-width trips + 1 scalar
+    assert cpu.loop_steps(200, 16) == (12.0, 1.0)  # 3 bodies; 8 left = 1 half-width trip
+    assert cpu.block_steps(200, 64, 16) == (4, 12.0, 1.0)
+
+
+def test_numba_block_fits_half_of_l2():
+    l2 = 2**20
+    for k in (32, 128, 512, 1024):
+        mb = numba_block(100_000, k, 4, l2)
+        assert 256 <= mb <= 4096 and (k * mb * 4 <= l2 / 2 or mb == 256)
+    assert numba_block(49, 1024, 4, l2) == 49
+    assert numba_block(3136, 64, 4, l2, threads=4) <= math.ceil(3136 / 4) + 15
