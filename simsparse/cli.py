@@ -50,7 +50,7 @@ def list_cmd(what: Annotated[str, typer.Argument(help="hardware | patterns | ker
         for name in hwmodels.list():
             s = hwmodels.load(name)
             peak = s.peak_flops("fp16") / 1e12 if s.supports_dtype("fp16") else float("nan")
-            t.add_row(name, s.hw_class, s.display_name, f"{peak:,.1f}", f"{s.dram_bw / 1e9:,.0f}")
+            t.add_row(name, s.hw_class, s.display_name, f"{peak:,.3g}", f"{s.dram_bw / 1e9:,.0f}")
         console.print(t)
     if what in ("patterns", "all"):
         console.print("[bold]sparsity patterns[/]: " + ", ".join(PATTERN_NAMES))
