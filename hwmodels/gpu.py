@@ -15,9 +15,11 @@ K slice in tk steps through a `stages`-deep shared-memory pipeline. For one mapp
                 smem   = operand bytes of the step / 128 B/clk             operand delivery
                          (BSR: / the L2 bandwidth per SM: gathered x rows come from L2)
                 sfu    = softmax exponentials / 16 per clk                 (attention only)
-                serial = sparse-format decode that does not overlap        (Flash-LLM)
-    t_cta   = k_iters · step / clock
-    wave(n) = max(ceil(n/SMs) · t_cta,                                     tensor pipe
+                serial = sparse-format decode that does not overlap        (Flash-LLM, BSR index)
+    t_cta   = (k_iters · step + cta_cycles) / clock                        + prologue/epilogue per CTA
+    chain   = t_cta + k_iters · latency_per_step / clock                   one CTA's dependent chain
+    wave(n) = max(max(ceil(n/SMs) · t_cta, chain),                         tensor pipe; latency hidden
+                                                                           by co-resident CTAs
                   n · hbm_bytes_per_cta / (HBM bw · gemm_hbm_eff),          shared HBM
                   cta_bytes / (stages · stage_bytes / mem_latency))        Little's law per CTA
               + mem_latency                                                pipeline fill
@@ -204,12 +206,17 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "issue rate in cuSPARSELt's default plan (alg_id 0)"),
     Param("cusparselt.bf16_small_m_rate", 1.0, 0.2, 1.0, "Tensor-Core rate of the default plan's bf16 "
           "kernel at M <= 128 tokens relative to its fp16 kernel (a different, slower kernel family)"),
+    Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per CTA outside the main loop of a "
+          "searched plan (metadata / descriptor prologue and the epilogue's write-out of the tile)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
           "plan (alg_id 0) over its tile work"),
     Param("bsr_tc.tc_eff", 0.45, 0.05, 1.0, "achieved fraction of the dense Tensor-Core rate on the "
           "visited blocks of a BSR GEMM"),
     Param("bsr_tc.cycles_per_block", 40.0, 0.0, 2000.0, "serial SM cycles per visited block (index "
           "load and address computation that does not overlap the MMA)"),
+    Param("bsr_tc.latency_per_block", 500.0, 0.0, 20000.0, "latency cycles per visited block of one program "
+          "(dependent block-index load, then the gather of its x rows from L2): hidden by the other "
+          "programs resident on the SM, so it only sets a floor of one program's chain"),
     Param("bsr_tc.fixed_s", 5e-6, 0.0, 1e-4, "device time per call besides the block-sparse main loop "
           "(output initialisation and the Triton kernel's prologue)"),
     Param("flash_llm.tc_eff", 0.6, 0.05, 1.0, "achieved Tensor-Core fraction of Flash-LLM (prior: "
@@ -325,7 +332,7 @@ class TileProblem(NamedTuple):
     flop_mult: float  # GEMMs per k-step (2 for attention: S = QKᵀ and O = PV)
     peak_per_clk: float  # achieved Tensor-Core FLOP/clk/SM (datasheet rate x tc_eff)
     sfu_per_mk: float  # cycles per tm·tk element overlapping the MMA (softmax exp)
-    serial_per_step: float  # cycles per k-step that do not overlap (block index load)
+    serial_per_step: float  # cycles per k-step that do not overlap the MMA (block index decode)
     block_rows: int  # bh: a tile visits a K block if any of its tn/bh block rows keeps it
     tile_family: tuple  # (family, a, b) selecting the library's tile list
     decomp: str  # work decompositions the library offers: "none", "split_k", "split_k+stream_k"
@@ -345,11 +352,14 @@ class TileProblem(NamedTuple):
     fixed_s: float = 0.0  # device time per call besides launches and the tile work (library plan overhead)
     expert_tokens: tuple[int, ...] = ()  # grouped GEMM: tokens per expert (empty = batch x m)
     feed_bytes_per_clk: float = SMEM_BYTES_PER_CLK  # operand delivery per SM per clock (BSR: from L2)
+    cta_cycles: float = 0.0  # SM cycles per CTA outside the main loop (prologue set-up, epilogue write-out)
+    latency_per_step: float = 0.0  # latency cycles per k-step of one CTA (dependent index load): hidden by co-resident CTAs
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
-                self.decomp, self.split_kernel, self.feed_bytes_per_clk)
+                self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
+                self.latency_per_step)
 
 
 @dataclass(frozen=True)
@@ -431,7 +441,11 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     smem = stage_bytes / p.feed_bytes_per_clk
     sfu = p.sfu_per_mk * tm * tk
     step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step
-    t_cta = k_iters * step / r.clock_hz
+    # SM time of one CTA (issue slots shared by the CTAs resident on the SM) + its prologue/epilogue
+    t_cta = (k_iters * step + p.cta_cycles) / r.clock_hz
+    # one CTA's dependent chain: its issue time plus the per-step latency (block index load) that
+    # other resident CTAs hide (an SM is never faster than one CTA's chain)
+    t_chain = t_cta + k_iters * p.latency_per_step / r.clock_hz
     # bytes: every CTA streams its panels from L2; HBM sees the operands once plus re-reads
     step_traffic = (p.a_per_step * tm + p.w_traffic_frac * tn) * tk * p.elem_bytes
     cta_bytes = k_iters * step_traffic + (1 + p.q_once) * tm * tn * p.elem_bytes
@@ -450,7 +464,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     inflight_bw = stages * max(stage_bytes, 1.0) / r.mem_latency_s  # Little's law, one CTA
 
     def wave(n_ctas: int) -> tuple[float, float]:
-        compute = math.ceil(n_ctas / r.sm_count) * t_cta
+        compute = max(math.ceil(n_ctas / r.sm_count) * t_cta, t_chain)
         memory = max(n_ctas * hbm_per_cta / r.hbm_bw, cta_bytes / inflight_bw)
         return compute, memory
 
@@ -495,7 +509,9 @@ class _Grid:
     br: np.ndarray  # block rows (bh) per row
     a_step_bytes: np.ndarray  # x bytes per k-step
     w_step_bytes: np.ndarray  # dense W bytes per k-step
-    step_s: np.ndarray  # seconds per k-step (MMA / smem / SFU + serial per step)
+    step_s: np.ndarray  # seconds per k-step (MMA / smem / SFU + serial per step), issue time shared on the SM
+    lat_s: np.ndarray  # latency seconds per k-step of one CTA, hidden by co-resident CTAs
+    cta_s: np.ndarray  # seconds per CTA outside the main loop (prologue / epilogue)
     tnk_s: np.ndarray  # tn·tk / clock: seconds per serial cycle per W element of a step
     tile_out: np.ndarray  # bytes written (and Q read) once per CTA
     slots: np.ndarray
@@ -509,9 +525,10 @@ class _Grid:
     w_eb: np.ndarray  # dense W bytes per column of a panel per K element
     rows: np.ndarray  # (problem index, tm, tn, tk, split_k, stages)
     has_sk: bool = False
+    has_lat: bool = False
 
 
-_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__ if f != "has_sk")
+_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__ if f not in ("has_sk", "has_lat"))
 _GRIDS: OrderedDict[tuple, tuple[GPUSpec, _Grid]] = OrderedDict()
 
 
@@ -526,11 +543,13 @@ def _grid(problems: list[TileProblem], spec: GPUSpec, r: MachineRates, split: bo
         g = _grid_one(problems[0], spec, r)
     elif len(problems) == 1:
         full = _grid(problems, spec, r)
-        g = _Grid(**{f: getattr(full, f)[full.s_is1] for f in _ARRAY_FIELDS}, has_sk=full.has_sk)
+        g = _Grid(**{f: getattr(full, f)[full.s_is1] for f in _ARRAY_FIELDS}, has_sk=full.has_sk,
+                  has_lat=full.has_lat)
     else:
         parts = [_grid(problems[i:i + 1], spec, r, split) for i in range(len(problems))]
         cols = {f: np.concatenate([getattr(q, f) for q in parts]) for f in _ARRAY_FIELDS}
         cols["has_sk"] = any(q.has_sk for q in parts)
+        cols["has_lat"] = any(q.has_lat for q in parts)
         cols["which"] = np.concatenate([np.full(len(q.which), i, dtype=np.int64) for i, q in enumerate(parts)])
         cols["rows"] = np.column_stack([cols["which"], cols["cfg"]])
         g = _Grid(**cols)
@@ -566,14 +585,16 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     return _Grid(which=np.zeros(len(cfg), dtype=np.int64), cfg=cfg, tm=tm, tn=tn, tk=tk, s=s,
                  s_div=np.where(sk, 1.0, s), sk=sk, s_is1=~split,
                  br=np.full(len(cfg), float(p.block_rows)), a_step_bytes=a_step, w_step_bytes=w_step,
-                 step_s=step / r.clock_hz, tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
+                 step_s=step / r.clock_hz, lat_s=np.full(len(cfg), p.latency_per_step / r.clock_hz),
+                 cta_s=np.full(len(cfg), p.cta_cycles / r.clock_hz), tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
                  slots=slots, c_slots=np.ceil(slots / r.sm_count),
                  lat_per_byte=r.mem_latency_s / (st * np.maximum(stage_bytes, 1.0)),
                  red_coef=split * (8 * s / r.hbm_bw),
                  red_const=(split | sk) * r.mem_latency_s + split * (r.launch_s if p.split_kernel else 0.0),
                  sk_red=sk * (8 * tm * tn / r.hbm_bw),
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
-                 rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()))
+                 rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
+                 has_lat=p.latency_per_step > 0)
 
 
 _SPLIT = np.array(SPLIT_K, dtype=np.int64)
@@ -635,7 +656,7 @@ def tile_time_many(problem_lists: list[list[TileProblem]], spec: GPUSpec
     idx = (np.arange(n_ops)[:, None] * n_p + g.which[None, :]).ravel()
     cols = list(np.array(dyn, dtype=float)[idx].T)
     gt = _Grid(**{f: np.tile(getattr(g, f), n_ops) if getattr(g, f).ndim == 1 else np.tile(getattr(g, f), (n_ops, 1))
-                  for f in _ARRAY_FIELDS}, has_sk=g.has_sk)
+                  for f in _ARRAY_FIELDS}, has_sk=g.has_sk, has_lat=g.has_lat)
     t, allowed = _price(gt, cols, dyn, r, True, [])
     return t.reshape(n_ops, n_rows), allowed.reshape(n_ops, n_rows), g.rows
 
@@ -675,7 +696,7 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
         units = tiles * k_iters
         ctas = np.where(g.sk, np.minimum(g.slots, units), ctas)
         k_iters = np.where(g.sk, np.ceil(units / ctas), k_iters)
-    t_cta = k_iters * (g.step_s + ser * g.tnk_s) if any_serial else k_iters * g.step_s
+    t_cta = (k_iters * (g.step_s + ser * g.tnk_s) if any_serial else k_iters * g.step_s) + g.cta_s
     cta_bytes = k_iters * (g.a_step_bytes + wtf * g.w_step_bytes) + g.tile_out
     per_slots = ctas / g.slots
     waves = np.ceil(per_slots)
@@ -691,9 +712,12 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
     per_cta_mem = cta_bytes * g.lat_per_byte
     full = np.floor(per_slots)
     tail = ctas - full * g.slots
-    main = (full * np.maximum(g.c_slots * t_cta, np.maximum(g.slots * hbm_cta_t, per_cta_mem))
-            + np.maximum(np.ceil(tail / r.sm_count) * t_cta,
-                         np.maximum(tail * hbm_cta_t, per_cta_mem) * (tail > 0))
+    c_full, c_tail = g.c_slots * t_cta, np.ceil(tail / r.sm_count) * t_cta
+    if g.has_lat:  # an SM is never faster than one CTA's chain (issue + the latency others hide)
+        chain = t_cta + k_iters * g.lat_s
+        c_full, c_tail = np.maximum(c_full, chain), np.maximum(c_tail, chain) * (tail > 0)
+    main = (full * np.maximum(c_full, np.maximum(g.slots * hbm_cta_t, per_cta_mem))
+            + np.maximum(c_tail, np.maximum(tail * hbm_cta_t, per_cta_mem) * (tail > 0))
             + waves * r.mem_latency_s)
     t = main + fixed
     if has_sk:
@@ -800,7 +824,10 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
                       decomp="split_k" if searched else "none", split_kernel=True,
                       tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
-                      launches=launches, out_elems=float(op.batch * m_pad * op.n))
+                      launches=launches, out_elems=float(op.batch * m_pad * op.n),
+                      # per-CTA prologue/epilogue: searched plans only (fitted ~0 for the default plan,
+                      # whose per-call overhead is default_plan_s)
+                      cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0)
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
         if small_bf16 and variant != "cslt_sparse_mm_searched_cudagraph":
             eff *= param(spec, "cusparselt.bf16_small_m_rate")
@@ -812,6 +839,7 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         common.update(w_bytes=bsr_weight_bytes(op.n, op.k, bh, bw, n_blocks, b) * op.batch,
                       block_density=w.density, block_rows=bh, tile_family=("bsr_tc", bh, bw), decomp="none",
                       serial_per_step=param(spec, "bsr_tc.cycles_per_block"), fixed_s=param(spec, "bsr_tc.fixed_s"),
+                      latency_per_step=param(spec, "bsr_tc.latency_per_block"),
                       feed_bytes_per_clk=_l2_bytes_per_clk_per_sm(spec))
         return TileProblem(peak_per_clk=peak * param(spec, "bsr_tc.tc_eff"), **common)
     if kernel == "flash_llm":
@@ -961,8 +989,12 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
         # decode: a per-block cost (index, block-row bookkeeping) plus a per-stored-value cost
         # (values loaded and converted one by one), both independent of M
         sfx = "_fp32" if fp32 else ""
+        # spread over the SMs that have block rows to work on: a block row's blocks are decoded in
+        # sequence by the CTA that owns it, so fewer block rows than SMs leaves SMs idle
+        # (cuSPARSE bsrmm, fp32; torch's half-precision kernel splits finer: fit half, N = 64..256)
+        busy = min(1.0, math.ceil(op.n / bh) * op.batch / spec.sm_count) if fp32 else 1.0
         decode = n_blocks * op.batch * (param(spec, f"cusparse_bsr.cycles_per_block{sfx}")
-                                        + bh * bwid * param(spec, f"cusparse_bsr.cycles_per_value{sfx}")) / sm_clk
+                                        + bh * bwid * param(spec, f"cusparse_bsr.cycles_per_value{sfx}")) / (sm_clk * busy)
         flops = 2 * nnz * m_total
         # fp32: cuSPARSE bsrmm; fp16/bf16 (when torch's Triton path cannot run): torch's generic kernel
         fma = flops / (fma_peak * param(spec, "cusparse_bsr.flop_eff_fp32" if fp32 else "cusparse_bsr.flop_eff"))

@@ -38,7 +38,7 @@ from simsparse.validate import DATA_DIR, Case, Dataset, load, predict_case
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cublas": ("cublas:half", ("cublas.tc_eff", "tc_rate.bf16", "gemm_hbm_eff", "mem_latency_s", "l2_dirty_frac")),
     "cublas_fp32": ("cublas:fp32", ("cublas.simt_eff",)),
-    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff",)),
+    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles")),
     "cusparselt_default": ("cusparselt:default", ("cusparselt.default_tc_eff", "cusparselt.default_plan_s",
                                                     "cusparselt.bf16_small_m_rate")),
     "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
@@ -48,14 +48,14 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cusparse_bsr_fp32": ("cusparse_bsr:fp32", ("cusparse_bsr.fixed_s_fp32", "cusparse_bsr.flop_eff_fp32",
                                                 "cusparse_bsr.cycles_per_block_fp32",
                                                 "cusparse_bsr.cycles_per_value_fp32")),
-    "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.fixed_s", "bsr_tc.fixed_s")),
+    "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s")),
     "act_gemv": ("act_gemv", ("act_gemv.hbm_eff", "act_gemv.atomics_per_s")),
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
-            "cusparselt.default_plan_s", "cusparselt.bf16_small_m_rate", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
+            "cusparselt.default_plan_s", "cusparselt.bf16_small_m_rate", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.flop_eff",
-            "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.flop_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.fixed_s",
+            "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.flop_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
 
 

@@ -262,3 +262,49 @@ def test_cusparse_bsr_decode_counts_blocks_and_values():
     t16, t32 = (gpu.stream_time(o, "cusparse_bsr", spec)["compute_s"] for o in (op16, op32))
     # same stored values, 4x the blocks: between 1x and 4x the decode time
     assert t32 < t16 < 4 * t32
+
+
+def test_bsr_tc_block_latency_is_hidden_by_resident_programs():
+    """Per-block latency sets a floor of one program's chain; with many programs resident per SM it
+    is hidden (cost grows with programs only through issue time), vector and scalar agree."""
+    spec = hwmodels.load("h200").replace(efficiency={**hwmodels.load("h200").efficiency,
+                                                    "bsr_tc.latency_per_block": 5000.0})
+    r = gpu.machine_rates(spec)
+    few = gpu.tile_problem(Op.gemm(16, 256, 8192, dtype="fp16", weight=Block(16, 16, 0.5)), "bsr_tc", spec)
+    many = gpu.tile_problem(Op.gemm(16, 8 * 132 * 16, 8192, dtype="fp16", weight=Block(16, 16, 0.5)), "bsr_tc", spec)
+    t_few = gpu.tile_time_scalar(few, r, 16, 16, 16, 1, 2)
+    t_many = gpu.tile_time_scalar(many, r, 16, 16, 16, 1, 2)
+    chain = t_few["k_iters"] * (5000.0 + 0) / r.clock_hz
+    assert t_few["compute_s"] >= chain  # one program alone cannot hide its own latency
+    # 66x the programs (8 resident per SM): far less than 66x the time
+    assert t_many["compute_s"] < 8 * t_few["compute_s"]
+    for p in (few, many):
+        t, allowed, rows = gpu.tile_time_vec([p], spec)
+        for i in range(len(t)):
+            _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+            assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+
+
+def test_cusparselt_searched_plan_pays_per_cta_prologue_epilogue():
+    spec = hwmodels.load("h200")
+    op = Op.gemm(3136, 256, 576, dtype="fp16", weight=NM(2, 4))
+    p = gpu.tile_problem(op, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph")
+    assert p.cta_cycles == gpu.param(spec, "cusparselt.cta_cycles") > 0
+    assert gpu.tile_problem(op, "cusparselt", spec).cta_cycles == 0.0  # default plan: default_plan_s instead
+    r = gpu.machine_rates(spec)
+    t, _, rows = gpu.tile_time_vec([p], spec)
+    zero = p._replace(cta_cycles=0.0)
+    t0, _, _ = gpu.tile_time_vec([zero], spec)
+    assert (t >= t0).all() and (t > t0).any()
+    for i in range(0, len(t), 7):
+        _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+        assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+
+
+def test_cusparse_bsr_fp32_decode_spreads_over_block_rows():
+    """cuSPARSE bsrmm decodes a block row in one CTA: fewer block rows than SMs leave SMs idle."""
+    spec = hwmodels.load("h200")
+    small = Op.gemm(16, 32 * 24, 4096, dtype="fp32", weight=Block(32, 32, 0.2))  # 24 block rows
+    big = Op.gemm(16, 32 * 264, 4096, dtype="fp32", weight=Block(32, 32, 0.2))  # 264 block rows
+    d_small, d_big = (gpu.stream_time(o, "cusparse_bsr", spec)["compute_s"] for o in (small, big))
+    assert d_big == pytest.approx(d_small * 11 * 24 / 132, rel=1e-6)
