@@ -391,8 +391,13 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
     level = panel_level(spec, k * min(mb, op.m) * b)
     bytes_panel = op.batch * blocks * bw * op.m * b  # one X row segment per block column, every block
-    # compulsory DRAM traffic: X and W read once, Y written (write-allocate: read + write)
-    bytes_dram = op.batch * (op.m * k * b + ws["bytes"] + 2 * op.m * n * b)
+    # compulsory DRAM traffic: the X rows some nonzero references (a block column is untouched
+    # with probability (1 - d)^(block rows) for independent blocks), W once, Y written
+    # (write-allocate: read + write)
+    rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
+    d_blk = min(1.0, blocks / (rows_b * cols_b)) if rows_b * cols_b else 0.0
+    k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
+    bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + 2 * op.m * n * b)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored)
 

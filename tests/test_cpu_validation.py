@@ -5,12 +5,17 @@ Data: validation/data/cpu-host/kernels-*.jsonl (every campaign file; a point mea
 keeps the pass with the lower median). Split: crc32('NxK') even → fit, odd → held out; the
 cycle costs in hwmodels/specs/host.yaml were fitted on the fit half only.
 
+Quality rule (simsparse.calibrate_cpu.reproducible, declared before held-out errors were
+looked at, applied alike to both halves): campaign 1 (measured under load) is excluded, and so
+is any point whose own two passes differ by more than 10 % — such a point cannot test a ±10 %
+claim. The fit used the reproducible fit-half rows only. Results are guarded with the rule and
+without it.
+
 The bounds below are the figures reached when the data were taken (plus a small margin), not
-the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (45 %):
-partly the machine (in the first, loaded campaign two passes of the same point differ by more
-than 10 % for 55 % of points) and, in the second, quiet campaign (86 % of points reproduce
-within ±10 %), the model itself — see validation/data/cpu-host/README.md. The target is kept
-as a strict xfail, so it turns into a failure (XPASS) the day it holds.
+the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (47 % with
+the rule, 45 % without; the fit half reaches 77 %): the gap between halves is the model's,
+see validation/data/cpu-host/README.md. The target is kept as a strict xfail, so it turns into
+a failure (XPASS) the day it holds.
 """
 
 from __future__ import annotations
@@ -19,22 +24,31 @@ import numpy as np
 import pytest
 
 import hwmodels
-from simsparse.calibrate_cpu import TOLERANCE, predict, report
+from simsparse.calibrate_cpu import TOLERANCE, predict, report, reproducible
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
-HELD_OUT_MAPE = 0.16  # reached: 0.148
-HELD_OUT_WITHIN = 0.43  # reached: 0.455
-KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.215, "cpu_bsr": 0.135, "cpu_csr": 0.18,
-               "cpu_dense_gemm": 0.11, "cpu_nm": 0.12}  # reached: 0.087 0.201 0.125 0.168 0.098 0.107
-WINNER_AGREEMENT = 0.92  # reached: 0.937
+HELD_OUT_MAPE = 0.145  # reached with the quality rule: 0.138 (251 rows)
+HELD_OUT_WITHIN = 0.44  # reached: 0.466
+HELD_OUT_MAPE_ALL = 0.155  # without the rule (574 rows): 0.148
+HELD_OUT_WITHIN_ALL = 0.42  # reached: 0.449
+KERNEL_MAPE = {"cpu_act_gemv": 0.145, "cpu_bitmap": 0.18, "cpu_bsr": 0.13, "cpu_csr": 0.155,
+               "cpu_dense_gemm": 0.12, "cpu_nm": 0.115}  # reached: 0.134 0.169 0.122 0.146 0.113 0.105
+WINNER_AGREEMENT = 0.92  # reached: 0.940 (0.919 without the rule)
 
 
 @pytest.fixture(scope="module")
-def held_out():
+def held_out_all():
     files = sorted(DEFAULT_OUT.glob("kernels-*.jsonl"))
     if not files:
         pytest.skip("no host measurements checked in")
     rows = [r for r in load_rows(files) if r["split"] == "validate"]
+    pred = predict(rows, hwmodels.load("host"))
+    return rows, pred, report(rows, pred)
+
+
+@pytest.fixture(scope="module")
+def held_out(held_out_all):
+    rows = [r for r in held_out_all[0] if reproducible(r)]
     pred = predict(rows, hwmodels.load("host"))
     return rows, pred, report(rows, pred)
 
@@ -46,9 +60,16 @@ def test_every_kernel_is_held_out(held_out):
 
 def test_held_out_error_does_not_regress(held_out):
     _, _, rep = held_out
-    assert rep.n >= 500
+    assert rep.n >= 240
     assert rep.mape <= HELD_OUT_MAPE, rep.worst
     assert rep.within >= HELD_OUT_WITHIN
+
+
+def test_held_out_error_without_quality_rule_does_not_regress(held_out_all):
+    _, _, rep = held_out_all
+    assert rep.n >= 500
+    assert rep.mape <= HELD_OUT_MAPE_ALL, rep.worst
+    assert rep.within >= HELD_OUT_WITHIN_ALL
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNEL_MAPE))
@@ -62,10 +83,10 @@ def test_model_picks_the_right_winner(held_out):
     assert rep.winner_agreement >= WINNER_AGREEMENT
 
 
-def test_quiet_campaign_reproduces(held_out):
+def test_quiet_campaign_reproduces(held_out_all):
     # the second campaign ran on a quiet machine: its two passes agree to ±10 % for most
     # points, so there the remaining error is the model's (documented, not hidden)
-    rows, _, _ = held_out
+    rows, _, _ = held_out_all
     quiet = [r for r in rows if r["campaign"] == "kernels-20261123T185945Z" and r.get("remeasured")]
     a = np.array([r["t_median_first_s"] for r in quiet])
     b = np.array([r["t_median_second_s"] for r in quiet])
@@ -73,7 +94,7 @@ def test_quiet_campaign_reproduces(held_out):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target (>= 90 % of held-out points within ±10 %) not met: "
-                                       "45 % (see the module docstring)")
+                                       "47 % with the quality rule, 45 % without (see the module docstring)")
 def test_issue_target_ninety_percent_within_ten(held_out):
     _, _, rep = held_out
     assert rep.within >= 0.90
