@@ -55,3 +55,12 @@ def test_trace_json_and_parquet_round_trip(tmp_path):
     for name in ("t.json", "t.parquet"):
         back = Trace.load(t.save(tmp_path / name))
         assert back.ops == t.ops and back.provenance == t.provenance
+
+
+def test_cached_hash_is_not_pickled():
+    import pickle
+
+    op = Op.gemm(4, 8, 16, weight="2:4")
+    hash(op)
+    back = pickle.loads(pickle.dumps(op))
+    assert "_hash" not in back.__dict__ and back == op and hash(back) == hash(op)

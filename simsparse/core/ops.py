@@ -253,6 +253,22 @@ class Op:
     def replace(self, **changes: Any) -> Op:
         return replace(self, **changes)
 
+    def __hash__(self) -> int:
+        """Hash of the compared fields, computed once (ops key the mapper and model memos)."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.kind, self.m, self.n, self.k, self.batch, self.dtype, self.phase, self.weight,
+                      self.activation, self.name, self.conv, self.attn, self.flops_per_elem, self.n_inputs,
+                      self.weight_is_param))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the cached hash: string hashes differ between processes."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def shape_str(self) -> str:
         if self.kind == "eltwise":
             return f"{self.m}"
