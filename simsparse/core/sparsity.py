@@ -161,6 +161,17 @@ def _density_violation(mask: np.ndarray, density: float, tol: float) -> list[str
 
 
 @dataclass(frozen=True)
+class _Fractional(Sparsity):
+    """Patterns whose kept fraction is a free parameter (`density`, validated in (0, 1])."""
+
+    density_: float = 1.0
+
+    @property
+    def density(self) -> float:
+        return self.density_
+
+
+@dataclass(frozen=True)
 class Dense(Sparsity):
     """No zeros exploited."""
 
@@ -183,19 +194,14 @@ class Dense(Sparsity):
 
 
 @dataclass(frozen=True)
-class Unstructured(Sparsity):
+class Unstructured(_Fractional):
     """Any element may be zero; `density` of them are kept."""
 
-    density_: float = 1.0
     pattern: ClassVar[str] = "unstructured"
 
     def __init__(self, density: float, *, stats: SparsityStats | None = None):
         object.__setattr__(self, "density_", _check_density(density))
         object.__setattr__(self, "stats", stats)
-
-    @property
-    def density(self) -> float:
-        return self.density_
 
     @property
     def label(self) -> str:
@@ -278,12 +284,11 @@ class NM(Sparsity):
 
 
 @dataclass(frozen=True)
-class Block(Sparsity):
+class Block(_Fractional):
     """Whole bh×bw blocks are zero or kept; `density` of the blocks are kept."""
 
     bh: int = 1
     bw: int = 1
-    density_: float = 1.0
     pattern: ClassVar[str] = "block"
 
     def __init__(self, bh: int, bw: int, density: float, *, stats: SparsityStats | None = None):
@@ -291,10 +296,6 @@ class Block(Sparsity):
         object.__setattr__(self, "bw", _check_positive_int(bw, "block[1]"))
         object.__setattr__(self, "density_", _check_density(density))
         object.__setattr__(self, "stats", stats)
-
-    @property
-    def density(self) -> float:
-        return self.density_
 
     @property
     def label(self) -> str:
@@ -332,21 +333,16 @@ class Block(Sparsity):
 
 
 @dataclass(frozen=True)
-class Group(Sparsity):
+class Group(_Fractional):
     """Vector-wise sparsity: vectors of g consecutive elements along K are zero or kept."""
 
     g: int = 1
-    density_: float = 1.0
     pattern: ClassVar[str] = "group"
 
     def __init__(self, g: int, density: float, *, stats: SparsityStats | None = None):
         object.__setattr__(self, "g", _check_positive_int(g, "g"))
         object.__setattr__(self, "density_", _check_density(density))
         object.__setattr__(self, "stats", stats)
-
-    @property
-    def density(self) -> float:
-        return self.density_
 
     @property
     def label(self) -> str:
@@ -372,10 +368,9 @@ class Group(Sparsity):
 
 
 @dataclass(frozen=True)
-class Channel(Sparsity):
+class Channel(_Fractional):
     """Whole rows (axis=0: output channels / filters) or columns (axis=1: input channels) pruned."""
 
-    density_: float = 1.0
     axis: int = 0
     pattern: ClassVar[str] = "channel"
 
@@ -385,10 +380,6 @@ class Channel(Sparsity):
         object.__setattr__(self, "density_", _check_density(density))
         object.__setattr__(self, "axis", axis)
         object.__setattr__(self, "stats", stats)
-
-    @property
-    def density(self) -> float:
-        return self.density_
 
     @property
     def label(self) -> str:
@@ -467,14 +458,13 @@ class ConstantFanIn(Sparsity):
 
 
 @dataclass(frozen=True)
-class Activation(Sparsity):
+class Activation(_Fractional):
     """Dynamic (input-dependent) sparsity of an activation operand x[M, K].
 
     `density` = fraction of nonzero elements; `source` says how the zeros arise (relu,
     threshold à la TEAL, top-k à la Q-Sparse, predictor à la Deja Vu, moe routing).
     """
 
-    density_: float = 1.0
     source: str = "synthetic"
     pattern: ClassVar[str] = "activation"
 
@@ -484,10 +474,6 @@ class Activation(Sparsity):
         object.__setattr__(self, "density_", _check_density(density))
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "stats", stats)
-
-    @property
-    def density(self) -> float:
-        return self.density_
 
     @property
     def is_dense(self) -> bool:
