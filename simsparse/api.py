@@ -54,12 +54,16 @@ class SimResult:
 
     def summary(self) -> dict[str, Any]:
         by_bound: dict[str, float] = {}
+        by_kernel: dict[str, float] = {}
         for r in self.results:
             by_bound[r.cost.bound] = by_bound.get(r.cost.bound, 0.0) + r.cost.t_s
+            if r.op.kind in ("gemm", "conv2d"):
+                by_kernel[r.mapping.kernel] = by_kernel.get(r.mapping.kernel, 0.0) + r.cost.t_s
         return {"trace": self.trace.name, "hardware": self.hardware.name, "ops": len(self.results),
                 "total_s": self.total_s, "flops": self.flops, "energy_j": self.energy_j,
                 "tflops_per_s": self.flops / self.total_s / 1e12 if self.total_s else 0.0,
-                "bound_by_time": max(by_bound, key=by_bound.get) if by_bound else ""}
+                "bound_by_time": max(by_bound, key=by_bound.get) if by_bound else "",
+                "main_gemm_kernel": max(by_kernel, key=by_kernel.get) if by_kernel else ""}
 
 
 def op_row(op: Op, mapping: Mapping, cost: Cost) -> dict[str, Any]:

@@ -120,11 +120,11 @@ def simulate(
     else:
         t = Table(title=f"{base.name}: {len(base)} ops, {base.flops / 1e9:,.1f} GFLOP (dense)")
         for col in ("hardware", "weight sparsity", "time ms", f"speed-up vs {sparsity[0]}", "TFLOP/s",
-                    "energy J", "mostly bound by"):
+                    "energy J", "mostly bound by", "main GEMM kernel"):
             t.add_column(col, justify="right" if col not in ("hardware", "weight sparsity") else "left")
         for r in table.sort_values(["hardware", "total_s"]).itertuples():
             t.add_row(r.hardware, r.sparsity, f"{r.total_s * 1e3:.3f}", f"{r.speedup:.2f}x",
-                      f"{r.tflops_per_s:.1f}", f"{r.energy_j:.3f}", r.bound_by_time)
+                      f"{r.tflops_per_s:.1f}", f"{r.energy_j:.3f}", r.bound_by_time, r.main_gemm_kernel)
         console.print(t)
     plot = plot or OUT_DIR / "simulate.png"
     from simsparse.plot import speedup_bars
