@@ -8,7 +8,9 @@ streams from (DRAM, and the cache level holding the reused activation panel). Ti
 
     t = t_call + max(t_core, t_panel, t_dram)
 
-with t_core = cycles / clock / threads. The per-unit cycle costs are named parameters
+with t_core = cycles / clock / threads. Where a spec gives a decode width (Cortex-A73: 2), every
+per-unit cost is also at least its instruction count / decode width (``issue``); where it gives a
+cluster-shared L2 bandwidth, the threads' panel traffic from L2 shares it. The per-unit cycle costs are named parameters
 (``c_vec``, ``c_nnz`` …). Their defaults are first-principles instruction counts from the
 spec's port numbers; a measured host overrides them with calibrated values in the spec's
 ``efficiency`` table (``"<family>.<param>"`` keys, each citing its calibration file).
@@ -50,6 +52,10 @@ SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fa
 GEMM_KINDS = ("gemm", "conv2d")
 XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK)
 CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds output/weights; Goto blocking)
+# DRAM bytes of an output written by a GEMM / SpMM that count toward its time: 1 (the write-back;
+# the write-allocate fill overlaps, stores do not stall the loop). Byte counts in Cost are the
+# time-relevant traffic, not the bus total (which is 2x for Y).
+Y_TIME_FACTOR = 1.0
 
 
 # --- legality rules -----------------------------------------------------------------------
@@ -154,6 +160,14 @@ def threads_of(spec: CPUSpec, mapping: Mapping | None = None) -> int:
     return max(1, min(t, spec.cores))
 
 
+def issue(spec: CPUSpec, instructions: float) -> float:
+    """Cycles the front end needs to decode `instructions` (0 where the spec sets no decode width).
+
+    A narrow core (Cortex-A73: 2-wide decode) cannot feed its load and FMA ports at once when a
+    loop body mixes loads, multiply-adds and address / index / loop instructions."""
+    return instructions / spec.decode_width if spec.decode_width > 0 else 0.0
+
+
 def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
     """First-principles cycle costs of a kernel family from the spec's issue resources.
 
@@ -165,11 +179,13 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
     fp = spec.fp_pipes or spec.fma_units_per_core
     ov = spec.simd_overhead  # WASM engines: bounds checks and weaker code generation
     if family == "xnn":  # XNNPACK f32-spmm: X vector load + FMA per vector, accumulators in registers
+        # each term is the larger of its port count and its decode count (issue(); 0 without a limit)
         return {
-            "c_vec": ov * max(1 / fma, 1 / ld),  # 1 vector load + 1 multiply-add per MR/lanes vector
-            "c_nnz": ov * (2 / ld + 1),  # weight broadcast + input-offset loads, pointer add + branch
-            "c_row": ov * 4.0,  # nnz-count load, bias broadcast into accumulators, loop
-            "c_out": ov * (1 / st + 2 / fp),  # store + min/max clamp per output vector
+            "c_vec": ov * max(1 / fma, 1 / ld, issue(spec, 2)),  # 1 vector load + 1 multiply-add per vector
+            # weight broadcast + input-offset loads, pointer add, counter decrement + branch (5 instructions)
+            "c_nnz": ov * max(2 / ld + 1, issue(spec, 5)),
+            "c_row": ov * max(4.0, issue(spec, 6)),  # nnz-count load, bias broadcasts into accumulators, loop
+            "c_out": ov * max(1 / st + 2 / fp, issue(spec, 3)),  # store + min/max clamp per output vector
             "t_call_s": 0.0,
         }
     if family == "numba":  # simsparse numba kernels: accumulator row in L1 (load, FMA, store per vector)
@@ -222,6 +238,21 @@ def _bw(spec: CPUSpec, level: str) -> float:
     return per_clk * spec.clock_hz
 
 
+def _panel_bw(spec: CPUSpec, level: str, threads: int) -> float:
+    """Bandwidth in bytes/s with which `threads` cores together read a panel from `level`.
+
+    L1 and L2 are per core (× threads), unless the spec gives a cluster-shared L2 bandwidth
+    (``l2_shared_bw_bytes_per_clk``: the cores of a cluster share one L2), which caps the sum."""
+    if level == "l1":
+        return _bw(spec, "l1") * threads
+    if level == "l2":
+        bw = _bw(spec, "l2") * threads
+        if spec.l2_shared_bw_bytes_per_clk > 0:
+            bw = min(bw, spec.l2_shared_bw_bytes_per_clk * spec.clock_hz)
+        return bw
+    return _bw(spec, level)
+
+
 def panel_level(spec: CPUSpec, panel_bytes: float) -> str:
     """Cache level that holds a reused panel of `panel_bytes` (a share CACHE_USE of each level)."""
     if panel_bytes <= CACHE_USE * spec.l1d_bytes:
@@ -267,7 +298,7 @@ def block_steps(m: int, mb: int, lane: float) -> tuple[int, float, float]:
 
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
-            stream: bool = False) -> Cost:
+            stream: bool = False, dram_runs: float = 0.0) -> Cost:
     """Combine core cycles and memory streams into a Cost.
 
     The reused panel streams from its cache level while the core computes (the slower of the
@@ -275,10 +306,12 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     (1 = perfect prefetch: max; 0 = none: sum). A streaming kernel (GEMV: every weight read
     once, in order) runs at the stream bandwidth with its few FLOPs hidden under it."""
     t_core = cycles / (spec.clock_hz * threads)
-    t_dram = bytes_dram / _bw(spec, "stream" if stream else "dram")
+    # DRAM time: bytes at the achieved bandwidth, plus a start-up per discontiguous run (a new
+    # prefetch stream pays latency before it reaches bandwidth; ``dram_run_s``, 0 = not modelled)
+    t_dram = bytes_dram / _bw(spec, "stream" if stream else "dram") \
+        + dram_runs * spec.efficiency.get("dram_run_s", 0.0)
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
-    t_panel = bytes_panel / (_bw(spec, panel) * (threads if panel in ("l1", "l2") else 1)) \
-        if panel != "l1" else 0.0
+    t_panel = bytes_panel / _panel_bw(spec, panel, threads) if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
     overlap = 1.0 if stream else spec.efficiency.get("mem_overlap", 1.0)
     # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
@@ -391,13 +424,21 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
     level = panel_level(spec, k * min(mb, op.m) * b)
     bytes_panel = op.batch * blocks * bw * op.m * b  # one X row segment per block column, every block
+    if family == "xnn" and ws["bytes"] + k * min(mb, op.m) * b > CACHE_USE * spec.l1d_bytes:
+        # XNNPACK walks all of W (values + offsets) once per MR-pixel block: when W and the X panel
+        # together overflow the L1 share, W streams from L2 again for every block (Elsen et al. §4:
+        # the kernel is designed to keep its operands in L1; past it, L2 feeds the loop)
+        level = "l2" if level == "l1" else level
+        bytes_panel += op.batch * n_blk * ws["bytes"]
     # compulsory DRAM traffic: the X rows some nonzero references (a block column is untouched
-    # with probability (1 - d)^(block rows) for independent blocks), W once, Y written
-    # (write-allocate: read + write)
+    # with probability (1 - d)^(block rows) for independent blocks), W once, Y written once:
+    # loads of X stall the loop, while Y's stores drain through the store buffer, their
+    # write-allocate fill overlapping later work (Y_TIME_FACTOR; fit-half evidence in
+    # validation/data/cpu-host/README.md)
     rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
     d_blk = min(1.0, blocks / (rows_b * cols_b)) if rows_b * cols_b else 0.0
     k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
-    bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + 2 * op.m * n * b)
+    bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + Y_TIME_FACTOR * op.m * n * b)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored)
 
@@ -426,10 +467,14 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     else:  # edge tiles are computed in full (tile quantisation along M and N)
         tiles = math.ceil(op.m / mr) * math.ceil(op.n / nr)
         fma_cycles = tiles * mr * nr * op.k / lane / spec.simd_issue_per_clk
+        # front end, per k step of a tile: mr*nr/lanes multiply-adds, nr/lanes B loads, mr/lanes A
+        # loads (A is loaded lanes k-steps at a time), ~4 pointer / loop instructions per lanes steps
+        per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
+        fma_cycles = max(fma_cycles, tiles * op.k * issue(spec, per_k))
     pack = (op.m * op.k + op.n * op.k) / lane * p["c_pack"]  # pack the A and B panels once per call
     threads = min(threads_of(spec, mapping), tiles)
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
-    bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + 2 * op.m * op.n * b)
+    bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1)
 
@@ -442,7 +487,10 @@ def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     b = op.dtype_bytes
     vec = op.m * math.ceil(g.c_out / lane)  # output vectors (channels are the SIMD axis in NHWC)
     ov = spec.simd_overhead
-    per_vec = ov * (max(taps / spec.simd_issue_per_clk, (2 * taps + 1) / spec.load_ports) + 1 / spec.store_ports)
+    # per output vector: taps input + taps weight loads (+ bias), taps multiply-adds, a store and a
+    # min/max clamp; the front end decodes all 3*taps + 4 of them
+    per_vec = ov * max(max(taps / spec.simd_issue_per_clk, (2 * taps + 1) / spec.load_ports) + 1 / spec.store_ports,
+                       issue(spec, 3 * taps + 4))
     threads = threads_of(spec, mapping)
     cycles = vec * per_vec
     bytes_dram = g.n_img * g.c_in * g.h * g.w * b + op.m * g.c_out * b * 2 + taps * g.c_out * b
@@ -470,8 +518,13 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
                                 + math.ceil(op.n / lane) * p["c_out"])
     threads = threads_of(spec, mapping)
     bytes_dram = op.batch * (kept * op.n * b + op.m * op.k * b + 2 * op.m * op.n * b)
+    # the kept weight rows are contiguous runs of W^T; a run ends where the next row is skipped,
+    # and each new run pays a DRAM stream start-up (dram_run_s) before the prefetcher catches up
+    runs = op.batch * kept * (1.0 - col)
+    # a streaming loop (each weight read once, in order within a run): DRAM at the stream rate,
+    # the few FLOPs hidden under it
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=op.flops * col)
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops * col, dram_runs=runs, stream=True)
 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:

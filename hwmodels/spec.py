@@ -209,6 +209,10 @@ class CPUSpec(HardwareSpec):
     fused_fma: bool = True  # False: a multiply-add is two instructions (WASM SIMD128 without relaxed-simd)
     fp_pipes: float = Field(default=0.0, ge=0)  # SIMD FP pipes taking a mul or an add; 0 = fma_units_per_core
     threads: int = Field(default=0, ge=0)  # threads the runtime uses; 0 = all cores
+    # front end: instructions decoded per cycle (A73: 2); 0 = not a limit (the ports bind first)
+    decode_width: float = Field(default=0.0, ge=0)
+    # L2 read bandwidth shared by all cores of the cluster; 0 = per-core l2_bw_bytes_per_clk × threads
+    l2_shared_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
     isa_features: list[str] = Field(default_factory=list)  # e.g. avx512f, avx512_vnni, dotprod
     probe_file: str = ""  # for a measured host: the probe file its numbers come from
 

@@ -145,3 +145,37 @@ def test_numba_block_fits_half_of_l2():
         assert 256 <= mb <= 4096 and (k * mb * 4 <= l2 / 2 or mb == 256)
     assert numba_block(49, 1024, 4, l2) == 49
     assert numba_block(3136, 64, 4, l2, threads=4) <= math.ceil(3136 / 4) + 15
+
+
+def test_decode_width_caps_instruction_rate():
+    # no decode limit: the port counts alone (SD835: 1 load + 1 FMA per cycle, 1 store)
+    sd = hwmodels.load("snapdragon-835")
+    free = sd.replace(decode_width=0.0)
+    assert cpu.default_params(free, "xnn")["c_nnz"] == pytest.approx(3.0)  # 2 loads + add/branch
+    # a 1-wide front end decodes the 5 per-nonzero instructions in 5 cycles, the 2 per vector in 2
+    narrow = sd.replace(decode_width=1.0)
+    assert cpu.default_params(narrow, "xnn")["c_nnz"] == pytest.approx(5.0)
+    assert cpu.default_params(narrow, "xnn")["c_vec"] == pytest.approx(2.0)
+    # dense 6x8 tile, 4 lanes: per k 12 FMAs + 2 B + 1.5 A loads + 1 loop = 16.5 instructions
+    op = Op.gemm(6, 8, 64, dtype="fp32")
+    c = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1}),
+                 narrow.replace(dram_bw_gbps=1e12, efficiency={"gemm.c_pack": 0.0}))
+    assert c.cycles == pytest.approx(64 * 16.5)
+
+
+def test_specs_without_the_new_fields_are_unchanged():
+    for name in ("host", "cortex-a76", "snapdragon-855"):
+        s = hwmodels.load(name)
+        assert s.decode_width == 0 and s.l2_shared_bw_bytes_per_clk == 0
+        assert cpu.issue(s, 100.0) == 0.0  # no front-end term enters their cycle costs
+
+
+def test_shared_l2_binds_only_with_several_threads():
+    sd = hwmodels.load("snapdragon-835")
+    # one core: the 128-bit L1D read interface (16 B/cycle); four cores share 16 B/cycle in all
+    assert cpu._panel_bw(sd, "l2", 1) == pytest.approx(16 * sd.clock_hz)
+    assert cpu._panel_bw(sd, "l2", 4) == pytest.approx(16 * sd.clock_hz)
+    op = Op.gemm(196, 512, 512, dtype="fp32", weight=Unstructured(0.1))  # a 14x14 K=512 1x1 conv
+    t1 = cpu.cost(op, Mapping("xnn_spmm", tile=(32, op.n, op.k), params={"threads": 1}), sd).t_s
+    t4 = cpu.cost(op, Mapping("xnn_spmm", tile=(32, op.n, op.k), params={"threads": 4}), sd).t_s
+    assert t1 / t4 < 2.5  # far from 4x: the panel and weights stream from the shared L2
