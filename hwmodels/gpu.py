@@ -30,7 +30,8 @@ K slice in tk steps through a `stages`-deep shared-memory pipeline. For one mapp
 Stream-K mappings (split_k code 0, cuBLAS/CUTLASS on sm_80+) cut the tiles x k-steps space into
 equal shares, one per resident CTA (no wave quantisation), plus a fix-up of the split tiles.
 cuSPARSELt's default plan (alg_id 0, what torch runs) is a fixed large-M tile without split-K and
-an extra `default_plan_s`; a searched plan gets the mapper's best configuration.
+an extra `default_plan_s`; a searched plan gets the mapper's best configuration. A kernel may
+stream HBM below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan's bf16 kernel at small M).
 
 HBM bytes are the compulsory operands (weights in the kernel's storage format with exact byte
 counts, activations, output), the write-back of dirty L2 lines the reads displace
@@ -204,8 +205,9 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "rate (2x dense) in cuSPARSELt main loops of a searched plan (torch mm_search)"),
     Param("cusparselt.default_tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse Tensor-Core "
           "issue rate in cuSPARSELt's default plan (alg_id 0)"),
-    Param("cusparselt.bf16_small_m_rate", 1.0, 0.2, 1.0, "Tensor-Core rate of the default plan's bf16 "
-          "kernel at M <= 128 tokens relative to its fp16 kernel (a different, slower kernel family)"),
+    Param("cusparselt.bf16_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of the default plan's bf16 "
+          "kernel at M <= 128 tokens relative to gemm_hbm_eff (its own kernel family: as fast as fp16's "
+          "where few CTAs run, 1.5-1.7x slower where all SMs stream the weights)"),
     Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per CTA outside the main loop of a "
           "searched plan (metadata / descriptor prologue and the epilogue's write-out of the tile)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
@@ -233,10 +235,12 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "and gather), independent of M"),
     Param("cusparse_csr.fixed_s", 1.5e-5, 0.0, 1e-4, "device time per call besides the SpMM main "
           "kernel (cuSPARSE's extra kernels: buffer set-up, row analysis)"),
-    Param("cusparse_bsr.flop_eff", 0.02, 0.001, 1.0, "achieved fraction of CUDA-core FP32 FMA peak on "
-          "the stored-block products of BSR SpMM"),
-    Param("cusparse_bsr.flop_eff_fp32", 0.2, 0.001, 1.0, "the same for fp32 operands (cuSPARSE bsrmm "
-          "proper)"),
+    Param("cusparse_bsr.gather_eff", 0.02, 0.001, 1.0, "torch's half-precision BSR kernel: achieved "
+          "fraction of the L2 bandwidth gathering x (blocks x bw x M values), serial with the block decode"),
+    Param("cusparse_bsr.gather_eff_fp32", 0.2, 0.01, 1.0, "cuSPARSE bsrmm (fp32): achieved fraction of the "
+          "L2 bandwidth gathering x — every stored block reads its bw rows of x (M values each) for bh "
+          "output rows, so the L2->SM bytes are blocks x bw x M, half as many per FMA for 32x32 blocks "
+          "as for 16x16"),
     Param("cusparse_bsr.cycles_per_block", 500.0, 0.0, 20000.0, "SM cycles per stored block (index "
           "decode), independent of M"),
     Param("cusparse_bsr.cycles_per_block_fp32", 100.0, 0.0, 20000.0, "the same for fp32 operands (cuSPARSE "
@@ -253,6 +257,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("sputnik.cycles_per_nnz", 1.0, 0.0, 200.0, "SM cycles per nonzero of Sputnik"),
     Param("act_gemv.hbm_eff", 0.75, 0.05, 1.0, "achieved fraction of datasheet HBM bandwidth reading "
           "the gathered weight rows of an activation-sparse GEMV"),
+    Param("act_gemv.atomic_serial_s", 5e-8, 1e-9, 1e-6, "time of one fp32 atomic add to an address "
+          "another add to the same address waits for (same-address atomics serialise at the L2 slice)"),
     Param("act_gemv.atomics_per_s", 1.5e10, 1e8, 1e12, "fp32 atomic adds per second the L2 sustains "
           "for the GEMV's split index list"),
 )}
@@ -354,12 +360,13 @@ class TileProblem(NamedTuple):
     feed_bytes_per_clk: float = SMEM_BYTES_PER_CLK  # operand delivery per SM per clock (BSR: from L2)
     cta_cycles: float = 0.0  # SM cycles per CTA outside the main loop (prologue set-up, epilogue write-out)
     latency_per_step: float = 0.0  # latency cycles per k-step of one CTA (dependent index load): hidden by co-resident CTAs
+    hbm_frac: float = 1.0  # the kernel's HBM throughput relative to gemm_hbm_eff (bf16 2:4 default plan, small M)
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
-                self.latency_per_step)
+                self.latency_per_step, self.hbm_frac)
 
 
 @dataclass(frozen=True)
@@ -465,7 +472,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
 
     def wave(n_ctas: int) -> tuple[float, float]:
         compute = max(math.ceil(n_ctas / r.sm_count) * t_cta, t_chain)
-        memory = max(n_ctas * hbm_per_cta / r.hbm_bw, cta_bytes / inflight_bw)
+        memory = max(n_ctas * hbm_per_cta / (r.hbm_bw * p.hbm_frac), cta_bytes / inflight_bw)
         return compute, memory
 
     full, tail = divmod(ctas, slots)
@@ -506,6 +513,7 @@ class _Grid:
     s_div: np.ndarray  # K slices (1 for stream-K)
     sk: np.ndarray  # stream-K rows
     s_is1: np.ndarray  # rows offered whatever the grid size (no split, or stream-K)
+    hbm_scale: np.ndarray  # 1 / the kernel's HBM throughput relative to gemm_hbm_eff
     br: np.ndarray  # block rows (bh) per row
     a_step_bytes: np.ndarray  # x bytes per k-step
     w_step_bytes: np.ndarray  # dense W bytes per k-step
@@ -584,6 +592,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     sk = s == STREAM_K
     return _Grid(which=np.zeros(len(cfg), dtype=np.int64), cfg=cfg, tm=tm, tn=tn, tk=tk, s=s,
                  s_div=np.where(sk, 1.0, s), sk=sk, s_is1=~split,
+                 hbm_scale=np.full(len(cfg), 1.0 / p.hbm_frac),
                  br=np.full(len(cfg), float(p.block_rows)), a_step_bytes=a_step, w_step_bytes=w_step,
                  step_s=step / r.clock_hz, lat_s=np.full(len(cfg), p.latency_per_step / r.clock_hz),
                  cta_s=np.full(len(cfg), p.cta_cycles / r.clock_hz), tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
@@ -708,7 +717,7 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
         waves_dp = np.ceil(ctas_dp / g.slots) if has_sk else waves
         reread = np.maximum(0.0, np.minimum(ctas * cta_bytes, waves_dp * footprint) - operands)
         hbm = hbm + reread * (operands > r.l2_bytes)
-    hbm_cta_t = hbm / (ctas * r.hbm_bw)
+    hbm_cta_t = hbm * g.hbm_scale / (ctas * r.hbm_bw)
     per_cta_mem = cta_bytes * g.lat_per_byte
     full = np.floor(per_slots)
     tail = ctas - full * g.slots
@@ -773,6 +782,12 @@ def _peak_per_clk(spec: GPUSpec, dtype: str) -> float:
     return per_clk * (param(spec, key) if key in PARAMS else 1.0)
 
 
+def _l2_bw(spec: GPUSpec) -> float:
+    """L2 -> SM bandwidth of the whole chip in bytes/s (datasheet-derived `l2_bw_gbps`; shared
+    memory's 128 B/clk per SM where the spec has none)."""
+    return _l2_bytes_per_clk_per_sm(spec) * spec.sm_count * (spec.boost_clock_hz or spec.clock_hz)
+
+
 def _l2_bytes_per_clk_per_sm(spec: GPUSpec) -> float:
     """L2 -> SM bandwidth per SM per clock (datasheet-derived L2 bandwidth; shared memory's rate
     where the spec has none). A BSR k-step gathers the x rows of its block's columns from L2:
@@ -817,7 +832,8 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         # pytorch#115077) unless a searched plan (torch._C._cusparselt.mm_search) is passed.
         # bf16 has no small-M kernel family (cuSPARSELt 0.8, sm_90; H200 fit half): up to
         # CUSPARSELT_BF16_SMALL_M tokens a search finds only the default plan's large-tile kernel,
-        # and the default plan runs a slower bf16 kernel (`cusparselt.bf16_small_m_rate`)
+        # and the default plan runs a bf16 kernel that streams the weights slower: as fast as fp16's
+        # where few CTAs run, 1.5-1.7x slower where all SMs stream (`cusparselt.bf16_small_m_hbm_frac`)
         small_bf16 = op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M
         searched = variant == "cslt_sparse_mm_searched_cudagraph" and not small_bf16
         common.update(m=m_pad, w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
@@ -830,7 +846,7 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
                       cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0)
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
         if small_bf16 and variant != "cslt_sparse_mm_searched_cudagraph":
-            eff *= param(spec, "cusparselt.bf16_small_m_rate")
+            common["hbm_frac"] = param(spec, "cusparselt.bf16_small_m_hbm_frac")
         return TileProblem(peak_per_clk=peak * spec.sparse_tc_speedup * eff, **common)
     if kernel == "bsr_tc":
         w = op.weight
@@ -944,11 +960,13 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
       CSR SpMM (cuSPARSE): decode = nnz x cycles_per_nnz; FMA = 2·nnz·M at flop_eff of the FP32
         peak (a column-major dense operand, CuPy's, at flop_eff_colmajor); M = 1 runs as SpMV:
         HBM only; `fixed_s` = the library's extra kernels and set-up on the device;
-      BSR SpMM (cuSPARSE bsrmm): decode = blocks x (cycles_per_block + bh·bw x cycles_per_value);
-        FMA as CSR;
+      BSR SpMM: decode = blocks x (cycles_per_block + bh·bw x cycles_per_value); the x gather =
+        blocks x bw x M values from L2 at a fraction of the L2 bandwidth: overlapped with the decode
+        in cuSPARSE bsrmm (fp32: max), after it in torch's half-precision kernel (sum);
       activation-sparse GEMV (fused gather kernel): HBM rows of the nonzero activations at
         act_gemv.hbm_eff, or the fp32 atomics of its split index list (chunks x N adds at
-        atomics_per_s), whichever is longer; a memset launch for y.
+        atomics_per_s, and no faster than the chunks' adds to one element in sequence at
+        atomic_serial_s each), whichever is longer; a memset launch for y.
     """
     r = machine_rates(spec)
     sm_clk = spec.sm_count * (spec.boost_clock_hz or spec.clock_hz)
@@ -996,11 +1014,21 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
         decode = n_blocks * op.batch * (param(spec, f"cusparse_bsr.cycles_per_block{sfx}")
                                         + bh * bwid * param(spec, f"cusparse_bsr.cycles_per_value{sfx}")) / (sm_clk * busy)
         flops = 2 * nnz * m_total
-        # fp32: cuSPARSE bsrmm; fp16/bf16 (when torch's Triton path cannot run): torch's generic kernel
-        fma = flops / (fma_peak * param(spec, "cusparse_bsr.flop_eff_fp32" if fp32 else "cusparse_bsr.flop_eff"))
+        gather_bytes = n_blocks * op.batch * bwid * op.m * b  # x rows each stored block reads (from L2)
+        if fp32:
+            # cuSPARSE bsrmm: bound by gathering x, not by the FMAs — each stored block reads its bw
+            # rows of x (M values each) from L2 and reuses them for its bh rows (fit half: at equal
+            # density and M, 16x16 blocks take 1.8-2.1x the time of 32x32 ones, the same FMAs)
+            fma = max(flops / fma_peak, gather_bytes / (_l2_bw(spec) * param(spec, "cusparse_bsr.gather_eff_fp32")))
+        else:
+            # fp16/bf16 (when torch's Triton path cannot run): torch's generic kernel gathers the
+            # same x rows per block, but after decoding the block, not overlapped with it (fit
+            # half: time = decode at M = 1 plus a per-token cost that grows with blocks x bw)
+            decode += gather_bytes / (_l2_bw(spec) * param(spec, "cusparse_bsr.gather_eff"))
+            fma = flops / fma_peak  # the FP32 FMA peak stays a floor
         fixed = param(spec, "cusparse_bsr.fixed_s_fp32" if fp32 else "cusparse_bsr.fixed_s")
         launches = 1
-        l2 = n_blocks * op.batch * bwid * op.m * b + hbm
+        l2 = gather_bytes + hbm
     elif kernel == "act_gemv":
         act = op.activation
         cols = act.column_density(op.m) if isinstance(act, Activation) else act.density
@@ -1009,7 +1037,10 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
         writes = op.n * m_total * 4  # fp32 y (atomics)
         hbm = w + x_bytes + k_nz * 4 + writes  # x, int32 indices
         gx, gy = act_gemv_grid(op.n, max(int(round(k_nz)), 1), spec.sm_count)
-        decode = gy * op.n * m_total / param(spec, "act_gemv.atomics_per_s")  # split-K fp32 atomics
+        # split-K fp32 atomics: all of them through the L2's atomic units, and the gy adds to one
+        # output element one after another (fit half, N = 768: time grows by ~90 ns per chunk)
+        decode = max(gy * op.n * m_total / param(spec, "act_gemv.atomics_per_s"),
+                     gy * op.m * param(spec, "act_gemv.atomic_serial_s"))
         flops = 2 * k_nz * op.n * m_total
         fma = flops / fma_peak
         launches = 2  # cudaMemsetAsync(y) + the gather-GEMV kernel

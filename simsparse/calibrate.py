@@ -40,23 +40,23 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cublas_fp32": ("cublas:fp32", ("cublas.simt_eff",)),
     "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles")),
     "cusparselt_default": ("cusparselt:default", ("cusparselt.default_tc_eff", "cusparselt.default_plan_s",
-                                                    "cusparselt.bf16_small_m_rate")),
+                                                    "cusparselt.bf16_small_m_hbm_frac")),
     "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
                                       "cusparse_csr.cycles_per_nnz")),
-    "cusparse_bsr": ("cusparse_bsr:half", ("cusparse_bsr.fixed_s", "cusparse_bsr.flop_eff", "cusparse_bsr.cycles_per_block",
+    "cusparse_bsr": ("cusparse_bsr:half", ("cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff", "cusparse_bsr.cycles_per_block",
                                           "cusparse_bsr.cycles_per_value")),
-    "cusparse_bsr_fp32": ("cusparse_bsr:fp32", ("cusparse_bsr.fixed_s_fp32", "cusparse_bsr.flop_eff_fp32",
+    "cusparse_bsr_fp32": ("cusparse_bsr:fp32", ("cusparse_bsr.fixed_s_fp32", "cusparse_bsr.gather_eff_fp32",
                                                 "cusparse_bsr.cycles_per_block_fp32",
                                                 "cusparse_bsr.cycles_per_value_fp32")),
     "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s")),
-    "act_gemv": ("act_gemv", ("act_gemv.hbm_eff", "act_gemv.atomics_per_s")),
+    "act_gemv": ("act_gemv", ("act_gemv.hbm_eff", "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s")),
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
-            "cusparselt.default_plan_s", "cusparselt.bf16_small_m_rate", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
-            "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.flop_eff",
-            "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.flop_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
-            "act_gemv.atomics_per_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
+            "cusparselt.default_plan_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
+            "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
+            "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
+            "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
 
 
 @dataclass
@@ -173,7 +173,7 @@ def calibrate(data: str | Path | None = None, hardware: str = "h200", write: boo
         for other in transfer:
             tr = {k: Fitted(v.value, f"transferred from {hardware} (same GH100 SM; not validated on {other}): "
                                      f"{v.source}") for k, v in out.items() if k in SM_LEVEL or k.startswith("host_s.")}
-            for key in ("hbm_eff", "gemm_hbm_eff", "act_gemv.hbm_eff"):
+            for key in ("hbm_eff", "gemm_hbm_eff", "act_gemv.hbm_eff", "cusparselt.bf16_small_m_hbm_frac"):
                 if key in out:
                     tr[key] = Fitted(out[key].value, f"transferred from {hardware}: achieved fraction of datasheet "
                                      f"HBM bandwidth assumed equal for HBM3 (not measured on {other}); "

@@ -230,17 +230,62 @@ def test_batched_pricing_agrees_with_per_op_pricing():
 
 def test_cusparselt_bf16_small_m_runs_the_default_family():
     """bf16 2:4 up to 128 tokens has no small-M kernels: a searched plan prices the default
-    plan's large-tile kernel; the default plan's bf16 kernel runs at bf16_small_m_rate."""
+    plan's large-tile kernel; the default plan's bf16 kernel streams HBM at bf16_small_m_hbm_frac
+    of the fp16 kernel's rate (same issue rate: as fast where few CTAs run)."""
     spec = hwmodels.load("h200")
     small = Op.gemm(16, 4096, 4096, dtype="bf16", weight=NM(2, 4))
     p = gpu.tile_problem(small, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph")
-    assert p.tile_family[0] == "cslt_default" and p.decomp == "none"
+    assert p.tile_family[0] == "cslt_default" and p.decomp == "none" and p.hbm_frac == 1.0
     big = Op.gemm(512, 4096, 4096, dtype="bf16", weight=NM(2, 4))
     assert gpu.tile_problem(big, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph").tile_family[0] == "gemm"
     d16 = gpu.tile_problem(Op.gemm(16, 4096, 4096, dtype="fp16", weight=NM(2, 4)), "cusparselt", spec)
     db16 = gpu.tile_problem(small, "cusparselt", spec)
-    ratio = db16.peak_per_clk / d16.peak_per_clk
-    assert ratio == pytest.approx(gpu.param(spec, "cusparselt.bf16_small_m_rate") * gpu.param(spec, "tc_rate.bf16"))
+    assert db16.peak_per_clk / d16.peak_per_clk == pytest.approx(gpu.param(spec, "tc_rate.bf16"))
+    assert d16.hbm_frac == 1.0 and db16.hbm_frac == gpu.param(spec, "cusparselt.bf16_small_m_hbm_frac") < 1.0
+    # the cap only binds where all SMs stream the weights: a large decode GEMM slows down more
+    # than a small one (fit half: 1.5-1.7x vs 1.0-1.15x)
+    def slow(n, k):
+        t16 = gpu.cost(Op.gemm(1, n, k, dtype="fp16", weight=NM(2, 4)), Mapping("cusparselt"), spec).t_s
+        t_bf = gpu.cost(Op.gemm(1, n, k, dtype="bf16", weight=NM(2, 4)), Mapping("cusparselt"), spec).t_s
+        return t_bf / t16
+    assert slow(28672, 8192) > 1.3 and slow(768, 3072) < 1.15
+
+
+def test_cusparse_bsr_fp32_gathers_x_per_block():
+    """cuSPARSE bsrmm (fp32) at large M: every stored block reads its bw rows of x, so at equal
+    density 16x16 blocks take twice as long as 32x32 ones (same FMAs; fit half: 1.8-2.1x)."""
+    spec = hwmodels.load("h200")
+    t = {b: gpu.cost(Op.gemm(2048, 3584, 3584, dtype="fp32", weight=Block(b, b, 0.2)), Mapping("cusparse_bsr"),
+                     spec).t_s for b in (16, 32)}
+    assert 1.8 < t[16] / t[32] <= 2.0
+
+
+def test_act_gemv_same_address_atomics_serialise():
+    """The fused gather-GEMV's index-list chunks add into the same y elements: with one column
+    block (N <= 1024) the time grows by one same-address atomic per chunk, not by bandwidth."""
+    spec = hwmodels.load("h200")
+
+    def t(k, density):
+        return gpu.stream_time(Op.gemm(1, 768, k, dtype="fp16", activation=Activation(density)), "act_gemv",
+                               spec)["t_s"]
+
+    _, gy = gpu.act_gemv_grid(768, 3072, spec.sm_count)
+    assert t(3072, 1.0) - t(3072, 0.5) == pytest.approx(gy / 2 * gpu.param(spec, "act_gemv.atomic_serial_s"),
+                                                        rel=0.05)
+
+
+def test_half_bsr_gathers_after_the_decode():
+    """torch's half-precision BSR kernel (cuSPARSE path, M not a multiple of the block): the time
+    per extra token is the x gather (blocks x bw values), added to the M-independent decode."""
+    spec = hwmodels.load("h200")
+
+    def t(m, b):
+        return gpu.cost(Op.gemm(m, 4096, 14336, dtype="fp16", weight=Block(b, b, 0.2)), Mapping("cusparse_bsr"),
+                        spec).t_s
+
+    per_token = {b: (t(9, b) - t(1, b)) / 8 for b in (16, 32)}
+    assert per_token[16] / per_token[32] == pytest.approx(2.0, rel=1e-6)  # 2x the blocks x bw at b = 16
+    assert t(1, 16) > t(1, 32)  # 4x the blocks to decode
 
 
 def test_bsr_tc_feeds_from_l2_one_block_row_per_program():
