@@ -12,8 +12,8 @@ claim. The fit used the reproducible fit-half rows only. Results are guarded wit
 without it.
 
 The bounds below are the figures reached when the data were taken (plus a small margin), not
-the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (60 % with
-the rule, 54 % without; the fit half reaches 88 %): the gap between halves is the model's,
+the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (55 % with
+the rule, 52 % without, over three campaigns; the fit half reaches 88 %): the gap between halves is the model's,
 see validation/data/cpu-host/README.md. The target is kept as a strict xfail, so it turns into
 a failure (XPASS) the day it holds.
 """
@@ -27,13 +27,17 @@ import hwmodels
 from simsparse.calibrate_cpu import TOLERANCE, predict, report, reproducible
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
-HELD_OUT_MAPE = 0.13  # reached with the quality rule: 0.125 (251 rows; previous model 0.138)
-HELD_OUT_WITHIN = 0.58  # reached: 0.602 (previous model 0.466)
-HELD_OUT_MAPE_ALL = 0.145  # without the rule (574 rows): 0.137 (previous 0.148)
-HELD_OUT_WITHIN_ALL = 0.52  # reached: 0.538 (previous 0.449)
-KERNEL_MAPE = {"cpu_act_gemv": 0.115, "cpu_bitmap": 0.175, "cpu_bsr": 0.12, "cpu_csr": 0.135,
-               "cpu_dense_gemm": 0.12, "cpu_nm": 0.10}  # reached: 0.105 0.165 0.111 0.126 0.113 0.091
-WINNER_AGREEMENT = 0.94  # reached: 0.958 (0.934 without the rule)
+# Campaign 3 (kernels-20261123T193443Z, measured after the model was fixed, never fitted) added
+# 147 reproducible held-out rows on which the committed model did worse (46.9 % within ±10 %,
+# MAPE 14.6 %); the guards below are the figures over all three campaigns (campaigns 1–2 alone:
+# MAPE 0.125, within 0.602 with the rule).
+HELD_OUT_MAPE = 0.14  # reached with the quality rule: 0.133 (398 rows)
+HELD_OUT_WITHIN = 0.53  # reached: 0.553
+HELD_OUT_MAPE_ALL = 0.15  # without the rule (861 rows): 0.142
+HELD_OUT_WITHIN_ALL = 0.50  # reached: 0.524
+KERNEL_MAPE = {"cpu_act_gemv": 0.17, "cpu_bitmap": 0.19, "cpu_bsr": 0.12, "cpu_csr": 0.14,
+               "cpu_dense_gemm": 0.11, "cpu_nm": 0.10}  # reached: 0.161 0.183 0.110 0.133 0.098 0.094
+WINNER_AGREEMENT = 0.93  # reached: 0.942 (0.940 without the rule)
 
 
 @pytest.fixture(scope="module")
