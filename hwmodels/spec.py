@@ -306,20 +306,24 @@ def parse_spec(data: Any, where: str = "spec") -> HardwareSpec:
         raise SpecError(format_validation_error(where, e)) from None
 
 
-def load_file(path: str | Path) -> HardwareSpec:
-    """Load and validate one YAML spec file."""
+def read_yaml(path: str | Path, what: str = "a readable .yaml file") -> Any:
+    """Parse a YAML file; unreadable or malformed → one SpecError line with file, line and column."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
-        raise SpecError(f"{path}: cannot read ({e.strerror})") from None
+        raise SpecError(f"{path}: cannot read ({e.strerror}); allowed: {what}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path.name}: malformed YAML{pos}: {getattr(e, 'problem', e)}") from None
-    return parse_spec(data, where=path.name)
+        raise SpecError(f"{path.name}: malformed YAML{pos}: {getattr(e, 'problem', None) or e}") from None
+
+
+def load_file(path: str | Path) -> HardwareSpec:
+    """Load and validate one YAML spec file."""
+    return parse_spec(read_yaml(path, "a readable hardware spec .yaml file"), where=Path(path).name)
 
 
 _CACHE: dict[str, HardwareSpec] = {}

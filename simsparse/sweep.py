@@ -46,7 +46,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from simsparse.core.errors import SpecError
@@ -183,16 +182,9 @@ def load_spec(spec: str | Path | dict[str, Any] | SweepSpec) -> SweepSpec:
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         where, base_dir = path.name, path.resolve().parent
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise SpecError(f"{path}: cannot read ({e.strerror}); allowed: a readable sweep .yaml file") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SpecError(f"{where}: malformed YAML{pos}: {getattr(e, 'problem', None) or e}") from None
+        from hwmodels.spec import read_yaml
+
+        data = read_yaml(path, "a readable sweep .yaml file")
     else:
         data = spec
     try:
