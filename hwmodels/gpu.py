@@ -105,6 +105,13 @@ def _needs_tc_dtype(op: Op, spec: object) -> str | None:
     return None if ok else f"{spec.name} Tensor Cores do not run {op.dtype}"
 
 
+def _needs_sm80(op: Op, spec: object) -> str | None:
+    """Kernels written for Ampere and later (cp.async, mma.sync m16n8k16), e.g. Flash-LLM."""
+    arch = getattr(spec, "arch", "")
+    ok = arch.startswith("sm_") and arch[3:].isdigit() and int(arch[3:]) >= 80
+    return None if ok else f"needs an sm_80+ GPU (Ampere or later); {spec.name} is {arch or 'unknown'}"
+
+
 def _needs_tc_dtype_or_fp32(op: Op, spec: object) -> str | None:
     """cuBLAS runs fp32 without TF32 as SGEMM on CUDA cores."""
     return None if op.dtype == "fp32" else _needs_tc_dtype(op, spec)
@@ -142,7 +149,7 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
                rules=(_needs_cuda_core_dtype,)),
     KernelInfo("flash_llm", "gpu", GEMM_KINDS, SPARSE_WEIGHT, "tiled_csl", "tensor", False,
                description="Tiled-CSL: load sparse, compute dense on Tensor Cores (Flash-LLM; not measured)",
-               rules=(needs_dtype("fp16", "bf16"), _needs_tc_dtype)),
+               rules=(needs_dtype("fp16", "bf16"), _needs_tc_dtype, _needs_sm80)),
     KernelInfo("bsr_tc", "gpu", GEMM_KINDS, ("block",), "bsr", "tensor", True,
                description="block-sparse (BSR) GEMM on Tensor Cores (SMaT-style; torch Triton bsr_dense_mm)",
                rules=(_needs_tc_dtype,)),

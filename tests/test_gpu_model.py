@@ -353,3 +353,13 @@ def test_cusparse_bsr_fp32_decode_spreads_over_block_rows():
     big = Op.gemm(16, 32 * 264, 4096, dtype="fp32", weight=Block(32, 32, 0.2))  # 264 block rows
     d_small, d_big = (gpu.stream_time(o, "cusparse_bsr", spec)["compute_s"] for o in (small, big))
     assert d_big == pytest.approx(d_small * 11 * 24 / 132, rel=1e-6)
+
+
+def test_flash_llm_needs_ampere_or_later():
+    import hwmodels
+    from hwmodels.gpu import KERNELS
+    from simsparse.core.ops import Op
+
+    op = Op.gemm(16, 4096, 4096, weight="unstructured@0.2")
+    assert KERNELS["flash_llm"].why_not(op, hwmodels.load("a100-sxm4-80g")) is None
+    assert "sm_80" in KERNELS["flash_llm"].why_not(op, hwmodels.load("v100"))
