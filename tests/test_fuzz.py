@@ -10,6 +10,7 @@ import math
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spec_samples import TINY_GPU_YAML
 
 from hwmodels.spec import SpecError, parse_spec
 from simsparse.predict import predict_line
@@ -64,19 +65,7 @@ def test_predict_survives_hostile_lines(line, raw_junk):
     assert "t_s" in answers[0] and "t_s" in answers[2]
 
 
-SPEC = yaml.safe_load("""
-name: fuzz
-hw_class: gpu
-display_name: fuzz
-sm_count: {value: 4, source: test}
-clock_hz: {value: 1.0e9, source: test}
-tc_flops_per_clk_per_sm: {fp16: {value: 1024, source: test}}
-cuda_fp32_flops_per_clk_per_sm: {value: 128, source: test}
-hbm_bw_gbps: {value: 100, source: test}
-hbm_bytes: {value: 1.0e9, source: test}
-l2_bytes: {value: 1.0e6, source: test}
-smem_bytes_per_sm: {value: 65536, source: test}
-""")
+SPEC = yaml.safe_load(TINY_GPU_YAML)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
