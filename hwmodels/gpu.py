@@ -75,7 +75,7 @@ import numpy as np
 from hwmodels.kernels import KernelInfo, needs_activation_sparsity, needs_dtype, needs_nm
 from hwmodels.spec import GPUSpec
 from simsparse.core.mapping import Cost, Mapping
-from simsparse.core.ops import Op
+from simsparse.core.ops import DTYPE_BYTES, Op
 from simsparse.core.sparsity import Activation, Block
 
 SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fan_in")
@@ -667,14 +667,13 @@ def tile_time_many(problem_lists: list[list[TileProblem]], spec: GPUSpec
     """
     r = machine_rates(spec)
     g = _grid(problem_lists[0], spec, r, True)
-    n_ops, n_p, n_rows = len(problem_lists), len(problem_lists[0]), len(g.which)
+    n_ops, n_p = len(problem_lists), len(problem_lists[0])
     dyn = [_dyn(p, r) for plist in problem_lists for p in plist]
-    idx = (np.arange(n_ops)[:, None] * n_p + g.which[None, :]).ravel()
-    cols = list(np.array(dyn, dtype=float)[idx].T)
-    gt = _Grid(**{f: np.tile(getattr(g, f), n_ops) if getattr(g, f).ndim == 1 else np.tile(getattr(g, f), (n_ops, 1))
-                  for f in _ARRAY_FIELDS}, has_sk=g.has_sk, has_lat=g.has_lat)
-    t, allowed = _price(gt, cols, dyn, r, True, [])
-    return t.reshape(n_ops, n_rows), allowed.reshape(n_ops, n_rows), g.rows
+    # op fields as (ops, rows) columns; the grid's per-row arrays broadcast against them
+    table = np.array(dyn, dtype=float).reshape(n_ops, n_p, -1)[:, g.which, :]
+    cols = [table[:, :, f] for f in range(table.shape[2])]
+    t, allowed = _price(g, cols, dyn, r, True, [])
+    return t, np.broadcast_to(allowed, t.shape), g.rows
 
 
 def _dyn(p: TileProblem, r: MachineRates) -> tuple:
@@ -804,8 +803,71 @@ def _l2_bytes_per_clk_per_sm(spec: GPUSpec) -> float:
     return min(SMEM_BYTES_PER_CLK, spec.l2_bw_gbps * 1e9 / (spec.sm_count * (spec.boost_clock_hz or spec.clock_hz)))
 
 
+# op-dependent fields of a TileProblem, in field order (the rest is fixed per machine, kernel,
+# dtype and call path: `_STATIC_KEYS`)
+_OP_FIELDS = ("m", "n", "k", "batch", "block_density", "w_traffic_frac", "serial_per_nk", "x_bytes", "w_bytes",
+              "y_bytes", "out_elems", "launches")
+_OP_LO = TileProblem._fields.index("m")
+_OP_HI = _OP_LO + len(_OP_FIELDS)
+assert TileProblem._fields[_OP_LO:_OP_HI] == _OP_FIELDS
+_TEMPLATES: dict[tuple, tuple[GPUSpec, TileProblem]] = {}
+
+
 def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
-    """The TileProblem of `op` run by tile kernel `kernel` on `spec`."""
+    """The TileProblem of `op` run by tile kernel `kernel` on `spec`.
+
+    Fast path of `tile_problem_reference` (same fields, tests agree): the fields that do not
+    depend on the op's shape and sparsity come from the first problem built for the same
+    (machine, kernel, dtype, call path, static choice); only the op's own fields are computed.
+    """
+    if kernel not in ("cublas", "cusparselt", "bsr_tc", "flash_llm") or op.kind not in GEMM_KINDS:
+        return tile_problem_reference(op, kernel, spec, variant)
+    b = DTYPE_BYTES[op.dtype]  # as in op.bytes_dense; the weight formats take it as a float
+    bf = float(b)
+    m, n, k, batch = op.m, op.n, op.k, op.batch
+    dense_w = float(n * k * b)
+    if kernel == "cusparselt":
+        m_pad = -(-m // 8) * 8
+        key = (id(spec), kernel, op.kind, op.dtype, variant, op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M)
+    elif kernel == "bsr_tc":
+        w = op.weight
+        bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
+        key = (id(spec), kernel, op.kind, op.dtype, variant, bh, bw)
+    else:
+        key = (id(spec), kernel, op.kind, op.dtype, variant)
+    hit = _TEMPLATES.get(key)
+    if hit is None or hit[0] is not spec:
+        p = tile_problem_reference(op, kernel, spec, variant)
+        if len(_TEMPLATES) > 1024:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = (spec, p)
+        return p
+    t = hit[1]
+    x_bytes, y_bytes = float(batch * m * k * b), float(batch * m * n * b)
+    if kernel == "cublas":
+        fields = (m, n, k, batch, t.block_density, t.w_traffic_frac, t.serial_per_nk, x_bytes, dense_w * batch,
+                  y_bytes, float(batch * m * n), t.launches)
+    elif kernel == "cusparselt":
+        w_bytes = nm_weight_bytes(n, k, bf) * batch
+        frac = w_bytes / (dense_w * batch)
+        launches = 2 if (variant == "semi_structured_linear" and m % 8) else 1
+        fields = (m_pad, n, k, batch, t.block_density, frac, t.serial_per_nk, x_bytes, w_bytes, y_bytes,
+                  float(batch * m_pad * n), launches)
+        return TileProblem._make((*t[:2], frac, *t[3:_OP_LO], *fields, *t[_OP_HI:]))
+    elif kernel == "bsr_tc":
+        n_blocks = w.density * (n // bh) * (k // bw)
+        fields = (m, n, k, batch, w.density, t.w_traffic_frac, t.serial_per_nk, x_bytes,
+                  bsr_weight_bytes(n, k, bh, bw, n_blocks, bf) * batch, y_bytes, float(batch * m * n), t.launches)
+    else:  # flash_llm: Tiled-CSL bytes and decode scale with the density (tile_problem_reference)
+        d = op.weight.density
+        fields = (m, n, k, batch, t.block_density, d * (bf + 2) / bf, d * param(spec, "flash_llm.cycles_per_nnz"),
+                  x_bytes, tiled_csl_weight_bytes(n, k, d * n * k, bf) * batch, y_bytes, float(batch * m * n),
+                  t.launches)
+    return TileProblem._make((*t[:_OP_LO], *fields, *t[_OP_HI:]))
+
+
+def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
+    """The TileProblem of `op` run by tile kernel `kernel` on `spec` (every field spelled out)."""
     b = float(op.dtype_bytes)
     peak = _peak_per_clk(spec, op.dtype)
     dense = op.bytes_dense

@@ -23,12 +23,20 @@ from simsparse.core.ops import Op
 from simsparse.core.sparsity import NM, Block
 
 
+def legality_key(op: Op) -> tuple:
+    """What the GPU kernels' legality rules (`hwmodels.gpu.KERNELS`, `KernelInfo.why_not`) read of
+    an op: kind, dtype, weight, activation, batch > 1 and expert tokens, never the shape, so ops
+    that differ only in M, N, K share one answer (`mappers.search.legal_kernels`). A rule that
+    reads more of the op must add it here (tests/test_gpu_mapper.py checks random ops)."""
+    return (op.kind, op.dtype, op.weight, op.activation, op.batch > 1, bool(op.meta.get("expert_tokens")))
+
+
 def _configs(op: Op, spec: GPUSpec, kernel: str) -> np.ndarray:
     return model.tile_configs(op, kernel, spec)
 
 
 def _mapping(kernel: str, row) -> Mapping:
-    tm, tn, tk, s, st = (int(v) for v in row)
+    tm, tn, tk, s, st = row.tolist() if isinstance(row, np.ndarray) else (int(v) for v in row)
     params: dict = {"stages": st}
     if s == model.STREAM_K:
         params["stream_k"] = True

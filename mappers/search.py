@@ -20,8 +20,10 @@ _LEGAL: OrderedDict[tuple, tuple[HardwareSpec, dict[str, str | None]]] = Ordered
 
 def legal_kernels(op: Op, spec: HardwareSpec) -> dict[str, str | None]:
     """Every kernel of the spec's class → None if it can run `op`, else why not (memoised per
-    (op, spec); treat the result as read-only)."""
-    key = (id(spec), op)
+    (op, spec), or per what the class's rules read of the op where its mapper names that in
+    `legality_key`; treat the result as read-only)."""
+    mod = _mapper_module(spec)
+    key = (id(spec), mod.legality_key(op) if hasattr(mod, "legality_key") else op)
     hit = _LEGAL.get(key)
     if hit is not None and hit[0] is spec:
         return hit[1]
@@ -32,8 +34,14 @@ def legal_kernels(op: Op, spec: HardwareSpec) -> dict[str, str | None]:
     return out
 
 
+_MODULES: dict[str, object] = {}
+
+
 def _mapper_module(spec: HardwareSpec):
-    return importlib.import_module(CLASS_MAPPERS[spec.hw_class])
+    mod = _MODULES.get(spec.hw_class)
+    if mod is None:
+        mod = _MODULES[spec.hw_class] = importlib.import_module(CLASS_MAPPERS[spec.hw_class])
+    return mod
 
 
 def candidates(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[Mapping]:

@@ -257,6 +257,8 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+
+
 def predict_stream(lines: Iterable[str], batch: int = 1024) -> Iterator[dict[str, Any]]:
     """One answer per non-blank input line, in order; lines are priced in batches."""
     for chunk in _chunks(lines, batch):

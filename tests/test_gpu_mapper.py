@@ -4,7 +4,7 @@ never costs less on the same mapping (hypothesis); `best` is the minimum over th
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import hwmodels
@@ -105,6 +105,21 @@ def test_best_is_the_minimum_over_candidates(op, hw):
     assert check_mapping(op, mapping, spec) == []
     each = [hwmodels.cost(op, mp, spec).t_s for mp in gpu_mapper.candidates(op, spec, names)]
     assert cost.t_s == pytest.approx(min(each), rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(op=ops(), other=ops(), hw=st.sampled_from(SPECS))
+def test_legality_memo_per_legality_key_is_exact(op, other, hw):
+    """legal_kernels shares one answer between ops of equal `legality_key` (different shapes):
+    the answer, reasons included, is what every kernel's rules say for the op itself."""
+    spec = hwmodels.load(hw)
+    mappers.legal_kernels(other, spec)
+    try:
+        reshaped = op.replace(m=other.m, n=other.n, k=other.k)
+    except ValueError:  # op's pattern does not fit other's shape (e.g. 32x32 blocks on 16x16)
+        assume(False)
+    mappers.legal_kernels(reshaped, spec)
+    assert mappers.legal_kernels(op, spec) == {name: k.why_not(op, spec) for name, k in model.KERNELS.items()}
 
 
 def test_check_mapping_rejects_what_does_not_fit():

@@ -211,6 +211,26 @@ def test_every_kernel_has_parameters_with_meaning():
     assert np.isfinite(gpu.host_overhead("cusparselt", None, spec))
 
 
+@pytest.mark.parametrize("hw", ["h200", "a100-sxm4-80g", "v100"])
+def test_fast_tile_problem_equals_the_reference(hw):
+    """tile_problem (op fields on a cached per-kernel template) builds the very same problem as
+    tile_problem_reference, for every tile kernel, dtype and call path."""
+    spec = hwmodels.load(hw)
+    rng = random.Random(hw)
+    variants = (None, "semi_structured_linear", "cslt_sparse_mm_searched_cudagraph")
+    gpu._TEMPLATES.clear()
+    for _ in range(3):  # the first pass fills the templates, later ones use them
+        for op in _random_ops(rng):
+            for dtype in ("fp16", "bf16", "fp32"):
+                o = op.replace(dtype=dtype) if op.kind == "gemm" and not op.meta else op
+                o = o.replace(m=rng.choice([1, 3, 8, 100, 129, 4096])) if o.kind == "gemm" and not o.meta else o
+                for k in gpu.TILE_KERNELS:
+                    if gpu.KERNELS[k].why_not(o, spec) is not None:
+                        continue
+                    for v in variants:
+                        assert gpu.tile_problem(o, k, spec, v) == gpu.tile_problem_reference(o, k, spec, v), (o, k, v)
+
+
 def test_batched_pricing_agrees_with_per_op_pricing():
     """evaluate_many (ops x candidates in one pass) gives every op the same best time."""
     spec = hwmodels.load("h200")
