@@ -30,7 +30,8 @@ K slice in tk steps through a `stages`-deep shared-memory pipeline. For one mapp
 Stream-K mappings (split_k code 0, cuBLAS/CUTLASS on sm_80+) cut the tiles x k-steps space into
 equal shares, one per resident CTA (no wave quantisation), plus a fix-up of the split tiles.
 cuSPARSELt's default plan (alg_id 0, what torch runs) is a fixed large-M tile without split-K and
-an extra `default_plan_s`; a searched plan gets the mapper's best configuration. A kernel may
+an extra `default_plan_s` (fp16 above `default_large_mn` output elements: its large-problem kernel,
+one 128 x 256 tile at `default_large_tc_eff`); a searched plan gets the mapper's best configuration. A kernel may
 stream HBM below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan's bf16 kernel at small M).
 
 HBM bytes are the compulsory operands (weights in the kernel's storage format with exact byte
@@ -217,6 +218,11 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "where few CTAs run, 1.5-1.7x slower where all SMs stream the weights)"),
     Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per CTA outside the main loop of a "
           "searched plan (metadata / descriptor prologue and the epilogue's write-out of the tile)"),
+    Param("cusparselt.default_large_tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse "
+          "Tensor-Core issue rate in the default plan's large-problem fp16 kernel (one 128 x 256 tile)"),
+    Param("cusparselt.default_large_mn", 2.57e6, 1e5, 1e8, "output elements M x max(N, 256) above which "
+          "cuSPARSELt's default heuristic runs its large-problem fp16 kernel (derived from the fit half's "
+          "switch points: geometric middle of the tightest bracket, 2.10e6-3.15e6)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
           "plan (alg_id 0) over its tile work"),
     Param("bsr_tc.tc_eff", 0.45, 0.05, 1.0, "achieved fraction of the dense Tensor-Core rate on the "
@@ -318,6 +324,12 @@ STREAM_K_ARCHS = ("sm_90", "sm_80")
 # F.linear path run): a large-M kernel. Its time is flat in M up to 256 tokens and it does not
 # split K (pytorch#115077), so in decode it is slower than cuBLAS (H200 fit half: validation/README)
 CUSPARSELT_DEFAULT_TILES = ((256, 64), (256, 128))
+# ... but the fp16 default plan is two kernel families chosen by problem size: once the output
+# M x max(N, 256) passes `cusparselt.default_large_mn` elements its heuristic runs a wide kernel,
+# one 128 x 256 tile (N padded to 256 per CTA) at its own issue efficiency
+# (`cusparselt.default_large_tc_eff`): faster than the small-problem kernel on large N, up to
+# 1.8x slower on small N (H200 fit half, validation/README.md "round 5")
+CUSPARSELT_DEFAULT_LARGE_TILES = ((128, 256),)
 # bf16 2:4 up to this many (padded) tokens runs other kernels than fp16: 1.5-1.8x slower in both
 # plans, equal from M = 256 (H200 fit half, validation/README.md)
 CUSPARSELT_BF16_SMALL_M = 128
@@ -634,7 +646,8 @@ def _max_tile(arch: str, family: str) -> tuple[int, int]:
         return max(a for a, _ in ATTN_TILES), 0
     if family == "bsr_tc":
         return 128, 256
-    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else LIBRARY_TILES[arch]
+    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else \
+        CUSPARSELT_DEFAULT_LARGE_TILES if family == "cslt_default_large" else LIBRARY_TILES[arch]
     return max(a for a, _ in mn), max(b for _, b in mn)
 
 
@@ -813,6 +826,13 @@ assert TileProblem._fields[_OP_LO:_OP_HI] == _OP_FIELDS
 _TEMPLATES: dict[tuple, tuple[GPUSpec, TileProblem]] = {}
 
 
+def _cslt_default_large(dtype: str, m_pad: int, n: int, variant: str | None, spec: GPUSpec) -> bool:
+    """Whether cuSPARSELt's default plan runs its large-problem kernel: fp16, not a searched plan,
+    output M x max(N, 256) above `cusparselt.default_large_mn` elements."""
+    return (dtype == "fp16" and variant != "cslt_sparse_mm_searched_cudagraph"
+            and m_pad * max(n, 256) > param(spec, "cusparselt.default_large_mn"))
+
+
 def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
     """The TileProblem of `op` run by tile kernel `kernel` on `spec`.
 
@@ -828,7 +848,8 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
     dense_w = float(n * k * b)
     if kernel == "cusparselt":
         m_pad = -(-m // 8) * 8
-        key = (id(spec), kernel, op.kind, op.dtype, variant, op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M)
+        key = (id(spec), kernel, op.kind, op.dtype, variant, op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M,
+               _cslt_default_large(op.dtype, m_pad, n, variant, spec))
     elif kernel == "bsr_tc":
         w = op.weight
         bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
@@ -903,17 +924,22 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         # CUSPARSELT_BF16_SMALL_M tokens a search finds only the default plan's large-tile kernel,
         # and the default plan runs a bf16 kernel that streams the weights slower: as fast as fp16's
         # where few CTAs run, 1.5-1.7x slower where all SMs stream (`cusparselt.bf16_small_m_hbm_frac`)
+        # The fp16 default plan above `cusparselt.default_large_mn` output elements runs its
+        # large-problem kernel (`_cslt_default_large`): one 128 x 256 tile, its own efficiency
         small_bf16 = op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M
         searched = variant == "cslt_sparse_mm_searched_cudagraph" and not small_bf16
+        large = _cslt_default_large(op.dtype, m_pad, op.n, variant, spec)
         common.update(m=m_pad, w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
                       decomp="split_k" if searched else "none", split_kernel=True,
-                      tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
+                      tile_family=("gemm", 0, 0) if searched else
+                      ("cslt_default_large", 0, 0) if large else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
                       launches=launches, out_elems=float(op.batch * m_pad * op.n),
                       # per-CTA prologue/epilogue: searched plans only (fitted ~0 for the default plan,
                       # whose per-call overhead is default_plan_s)
                       cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0)
-        eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
+        eff = param(spec, "cusparselt.tc_eff" if searched else
+                    "cusparselt.default_large_tc_eff" if large else "cusparselt.default_tc_eff")
         if small_bf16 and variant != "cslt_sparse_mm_searched_cudagraph":
             common["hbm_frac"] = param(spec, "cusparselt.bf16_small_m_hbm_frac")
         return TileProblem(peak_per_clk=peak * spec.sparse_tc_speedup * eff, **common)
@@ -981,12 +1007,14 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         mn = LIBRARY_TILES[arch]
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
+        depths = range(2, MAX_STAGES[arch] + 1)
+        if family == "cslt_default_large":
+            mn = CUSPARSELT_DEFAULT_LARGE_TILES
         if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
             # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
             mn = tuple((tm, a) for tm in (16, 32, 64, 128))
             tk = b
         tiles = [(tm, tn, tk) for tm, tn in mn]
-        depths = range(2, MAX_STAGES[arch] + 1)
     rows = []
     for tm, tn, tk in tiles:
         if REG_BYTES_PER_ACC * tm * tn > regs:

@@ -383,3 +383,50 @@ def test_flash_llm_needs_ampere_or_later():
     op = Op.gemm(16, 4096, 4096, weight="unstructured@0.2")
     assert KERNELS["flash_llm"].why_not(op, hwmodels.load("a100-sxm4-80g")) is None
     assert "sm_80" in KERNELS["flash_llm"].why_not(op, hwmodels.load("v100"))
+
+
+def test_cusparselt_fp16_default_plan_switches_to_its_large_problem_kernel():
+    """The fp16 default plan runs a second kernel family (one 128 x 256 tile, its own efficiency)
+    once M x max(N, 256) passes cusparselt.default_large_mn; bf16 and searched plans do not switch.
+    Fast and reference problems, vector and scalar prices and batched grouping agree on both sides."""
+    spec = hwmodels.load("h200")
+    r = gpu.machine_rates(spec)
+    thr = gpu.param(spec, "cusparselt.default_large_mn")
+    assert 2.10e6 < thr < 3.15e6  # the fit half's bracket of switch points
+    below = Op.gemm(2048, 768, 768, dtype="fp16", weight=NM(2, 4))
+    above = Op.gemm(4096, 768, 768, dtype="fp16", weight=NM(2, 4))
+    gpu._TEMPLATES.clear()
+    for op in (below, above, below, above):
+        for v in (None, "semi_structured_linear", "cslt_sparse_mm_cudagraph", "cslt_sparse_mm_searched_cudagraph"):
+            assert gpu.tile_problem(op, "cusparselt", spec, v) == gpu.tile_problem_reference(op, "cusparselt", spec, v)
+    pb, pa = (gpu.tile_problem(o, "cusparselt", spec) for o in (below, above))
+    assert pb.tile_family[0] == "cslt_default" and pa.tile_family[0] == "cslt_default_large"
+    assert pb.static_key() != pa.static_key()
+    assert pa.peak_per_clk / pb.peak_per_clk == pytest.approx(
+        gpu.param(spec, "cusparselt.default_large_tc_eff") / gpu.param(spec, "cusparselt.default_tc_eff"))
+    assert {(int(a), int(b)) for a, b in gpu.tile_configs(above, "cusparselt", spec)[:, :2]} == {(128, 256)}
+    # N below 256 counts as 256 (the wide tile pads it): 12544 x 64 is above, 6272 x 64 below
+    assert gpu.tile_problem(Op.gemm(12544, 64, 576, dtype="fp16", weight=NM(2, 4)), "cusparselt",
+                            spec).tile_family[0] == "cslt_default_large"
+    assert gpu.tile_problem(Op.gemm(6272, 64, 576, dtype="fp16", weight=NM(2, 4)), "cusparselt",
+                            spec).tile_family[0] == "cslt_default"
+    for dtype, v in (("bf16", None), ("fp16", "cslt_sparse_mm_searched_cudagraph")):
+        fam = gpu.tile_problem(above.replace(dtype=dtype), "cusparselt", spec, v).tile_family[0]
+        assert fam != "cslt_default_large"
+    t, _, rows = gpu.tile_time_vec([pb, pa], spec)
+    for i in range(len(t)):
+        w, tm, tn, tk, s, st = (int(x) for x in rows[i])
+        assert t[i] == pytest.approx(gpu.tile_time_scalar((pb, pa)[w], r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+    ops = [Op.gemm(m, n, 4096, dtype="fp16", weight=NM(2, 4)) for m in (256, 2048, 8192) for n in (768, 14336)]
+    ref = {}
+    for op in ops:
+        gpu._MEMO.clear()
+        ref[op] = float(gpu.evaluate(op, spec, ("cusparselt",))[0].min())
+    gpu._MEMO.clear()
+    gpu.evaluate_many(ops, spec, ("cusparselt",))
+    for op in ops:
+        assert float(gpu.evaluate(op, spec, ("cusparselt",))[0].min()) == pytest.approx(ref[op], rel=1e-12)
+    # on small N the large-problem kernel is slower than the small-problem one was just below
+    # (fit half 768 x 768: 13.7 us at M = 2048, 27 us at M = 4096)
+    tb, ta = (gpu.cost(o, Mapping("cusparselt"), spec).t_s for o in (below, above))
+    assert ta > 1.1 * tb
