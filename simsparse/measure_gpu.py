@@ -161,7 +161,32 @@ NEW_CONV_SHAPES = [
     ("resnet-18", "conv3x3_256to512", 512, 2304),
     ("vgg-16", "conv3x3_64to128", 128, 576),
 ]
-SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_CONV_SHAPES)}
+# a third set, for an unseen check of the model after its last calibration round
+NEW2_LLM_SHAPES = [
+    ("yi-34b", "attn_qo", 7168, 7168),
+    ("yi-34b", "mlp_gate_up", 20480, 7168),
+    ("yi-34b", "mlp_down", 7168, 20480),
+    ("qwen2-1.5b", "attn_qo", 1536, 1536),
+    ("qwen2-1.5b", "mlp_gate_up", 8960, 1536),
+    ("qwen2-1.5b", "mlp_down", 1536, 8960),
+    ("qwen2-1.5b", "attn_kv_gqa", 256, 1536),
+    ("gemma-2b", "mlp_gate_up", 16384, 2048),
+    ("gemma-2b", "mlp_down", 2048, 16384),
+    ("starcoder2-15b", "attn_qo", 6144, 6144),
+    ("starcoder2-15b", "mlp_up", 24576, 6144),
+    ("starcoder2-15b", "mlp_down", 6144, 24576),
+    ("bert-large", "fc1", 4096, 1024),
+    ("bert-large", "attn_qkvo", 1024, 1024),
+]
+NEW2_CONV_SHAPES = [
+    ("mobilenet-v1", "pw_512to512", 512, 512),
+    ("mobilenet-v1", "pw_512to1024", 1024, 512),
+    ("efficientnet-b0", "expand_192to1152", 1152, 192),
+    ("efficientnet-b0", "project_1152to192", 192, 1152),
+    ("densenet-121", "bottleneck_256to128", 128, 256),
+]
+SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_CONV_SHAPES),
+              "new2": (NEW2_LLM_SHAPES, NEW2_CONV_SHAPES)}
 
 QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
              ("opt-125m/bert-base", "fc2", 768, 3072)]
