@@ -418,29 +418,6 @@ def prepare_torch_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepared
     )
 
 
-@describes("torch_bsr", "triton_bsr_dense_mm",
-           "torch.sparse._triton_ops.bsr_dense_mm(W_bsr, xT)  (W_bsr = W.to_sparse_bsr((b, b)))")
-def prepare_triton_bsr(x: torch.Tensor, wm: torch.Tensor, block: int) -> Prepared:
-    """torch.sparse._triton_ops.bsr_dense_mm(W_bsr, xT): torch's Triton BSR kernel."""
-    from torch.sparse._triton_ops import bsr_dense_mm
-
-    w_bsr = wm.to_sparse_bsr((block, block))
-    xt = _transposed_activations(x)
-    nnz_blocks = int(w_bsr.values().shape[0])
-    return Prepared(
-        kernel="torch_bsr",
-        variant="triton_bsr_dense_mm",
-        call=f"torch.sparse._triton_ops.bsr_dense_mm(W_bsr, xT)  (W.to_sparse_bsr(({block}, "
-        f"{block})))",
-        dtype=dtype_name(wm.dtype),
-        layout=f"sparse W[N,K] BSR {block}x{block}; dense xT[K,M] row-major; out yT[N,M]",
-        fn=lambda: bsr_dense_mm(w_bsr, xt),
-        as_y=_transpose,
-        extra={"nnz": nnz_blocks * block * block, "nnz_blocks": nnz_blocks},
-        keep=[w_bsr, xt],
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # activation-sparse GEMV (M = 1): only the weight columns whose activation is non-zero are read
 # --------------------------------------------------------------------------------------------
