@@ -29,10 +29,12 @@ K slice in tk steps through a `stages`-deep shared-memory pipeline. For one mapp
 
 Stream-K mappings (split_k code 0, cuBLAS/CUTLASS on sm_80+) cut the tiles x k-steps space into
 equal shares, one per resident CTA (no wave quantisation), plus a fix-up of the split tiles.
-cuSPARSELt's default plan (alg_id 0, what torch runs) is a fixed large-M tile without split-K and
-an extra `default_plan_s` (fp16 above `default_large_mn` output elements: its large-problem kernel,
-one 128 x 256 tile at `default_large_tc_eff`); a searched plan gets the mapper's best configuration. A kernel may
-stream HBM below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan's bf16 kernel at small M).
+cuSPARSELt's default plan (alg_id 0, what torch runs) is the kernel its heuristic launches, as
+recorded from the H200 (`CUSPARSELT_DEFAULT_TILES`): one 128 (N) x 256 (tokens) tile on a
+persistent grid (`TileProblem.max_ctas`), data-parallel or "segment-K" (a stream-K split of K
+whose shares keep at least `sk_min_steps` k-steps) as `cslt_segment_k` decides, plus
+`default_plan_s`; a searched plan gets the mapper's best configuration. A kernel may stream HBM
+below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan at small M).
 
 HBM bytes are the compulsory operands (weights in the kernel's storage format with exact byte
 counts, activations, output), the write-back of dirty L2 lines the reads displace
@@ -214,15 +216,18 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cusparselt.default_tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse Tensor-Core "
           "issue rate in cuSPARSELt's default plan (alg_id 0)"),
     Param("cusparselt.bf16_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of the default plan's bf16 "
-          "kernel at M <= 128 tokens relative to gemm_hbm_eff (its own kernel family: as fast as fp16's "
-          "where few CTAs run, 1.5-1.7x slower where all SMs stream the weights)"),
+          "kernel at M <= 128 tokens relative to gemm_hbm_eff (the same kernel as at M = 256: as fast as "
+          "fp16's where few CTAs run, 1.5-1.8x slower where all CTAs stream the weights)"),
+    Param("cusparselt.segment_fixup_s", 1e-6, 0.0, 2e-5, "default plan with segment-K: seconds per extra "
+          "K share of a tile that the tile's owner waits for and adds (fp32 partial through L2/HBM)"),
+    Param("cusparselt.bf16_searched_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of a searched bf16 "
+          "plan at M <= 128 tokens relative to gemm_hbm_eff (probe: searched bf16 at M <= 16 is 0.7x cuBLAS, "
+          "fp16 1.3x)"),
+    Param("cusparselt.fp16_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of the default plan's fp16 "
+          "kernel at M <= 64 tokens relative to gemm_hbm_eff (same kernel as at M = 128, whose weight "
+          "stream is ~1.3x faster on the probe's large-N shapes)"),
     Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per CTA outside the main loop of a "
           "searched plan (metadata / descriptor prologue and the epilogue's write-out of the tile)"),
-    Param("cusparselt.default_large_tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse "
-          "Tensor-Core issue rate in the default plan's large-problem fp16 kernel (one 128 x 256 tile)"),
-    Param("cusparselt.default_large_mn", 2.57e6, 1e5, 1e8, "output elements M x max(N, 256) above which "
-          "cuSPARSELt's default heuristic runs its large-problem fp16 kernel (derived from the fit half's "
-          "switch points: geometric middle of the tightest bracket, 2.10e6-3.15e6)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
           "plan (alg_id 0) over its tile work"),
     Param("bsr_tc.tc_eff", 0.45, 0.05, 1.0, "achieved fraction of the dense Tensor-Core rate on the "
@@ -321,17 +326,22 @@ SPLIT_K = (1, 2, 4, 8, 16)
 STREAM_K = 0  # split_k code of a stream-K mapping (Osama et al. 2023; CUTLASS 3 / cuBLAS on sm_80+)
 STREAM_K_ARCHS = ("sm_90", "sm_80")
 # cuSPARSELt's default plan (alg_id 0, what torch's _cslt_sparse_mm and the semi-structured
-# F.linear path run): a large-M kernel. Its time is flat in M up to 256 tokens and it does not
-# split K (pytorch#115077), so in decode it is slower than cuBLAS (H200 fit half: validation/README)
-CUSPARSELT_DEFAULT_TILES = ((256, 64), (256, 128))
-# ... but the fp16 default plan is two kernel families chosen by problem size: once the output
-# M x max(N, 256) passes `cusparselt.default_large_mn` elements its heuristic runs a wide kernel,
-# one 128 x 256 tile (N padded to 256 per CTA) at its own issue efficiency
-# (`cusparselt.default_large_tc_eff`): faster than the small-problem kernel on large N, up to
-# 1.8x slower on small N (H200 fit half, validation/README.md "round 5")
-CUSPARSELT_DEFAULT_LARGE_TILES = ((128, 256),)
-# bf16 2:4 up to this many (padded) tokens runs other kernels than fp16: 1.5-1.8x slower in both
-# plans, equal from M = 256 (H200 fit half, validation/README.md)
+# F.linear path run), as the profiler saw it on the H200 (cuSPARSELt 0.8; every fit-half probe
+# shape, validation/data/h200/h200-probe-kernels-20261123.jsonl, kernel names and grids): ONE
+# kernel, sm90_xmma_sparse_gemm_..._tilesize128x256x64, i.e. 128 rows of W (N) x 256 tokens (M)
+# per CTA, at every M (so its time is flat in M up to 256 tokens: slower than cuBLAS in decode);
+# fp16 runs it in clusters of 4 CTAs (cgasize4x1x1) on a persistent grid of at most 120 CTAs,
+# bf16 without clusters on at most 132 (= SMs). The heuristic turns "segment-K" on or off
+# (`cslt_segment_k`); nothing else changes with the shape.
+CUSPARSELT_DEFAULT_TILES = ((256, 128),)
+CUSPARSELT_DEFAULT_CLUSTER = {"fp16": 4, "bf16": 1}
+# persistent grid of the fp16 kernel on 132-SM sm_90 parts (30 clusters of 4), scaled by SMs elsewhere
+CUSPARSELT_FP16_MAX_CTAS_PER_132_SM = 120
+# segment-K never cut a tile's K into shares of fewer than ~12 k-steps of 64 (768 of K) on the probe
+CUSPARSELT_SEGMENT_MIN_STEPS = 12
+# the default plan streams weights slower at few tokens (same kernel): fp16 up to 64 padded tokens,
+# bf16 up to 128 (bf16 at small M 1.5-1.8x slower than fp16, equal from M = 256; H200 probe)
+CUSPARSELT_FP16_SMALL_M = 64
 CUSPARSELT_BF16_SMALL_M = 128
 ATTN_TILES = ((64, 32), (64, 64), (128, 64), (128, 128))  # (Br query rows, Bc kv rows) per CTA step
 
@@ -380,12 +390,15 @@ class TileProblem(NamedTuple):
     cta_cycles: float = 0.0  # SM cycles per CTA outside the main loop (prologue set-up, epilogue write-out)
     latency_per_step: float = 0.0  # latency cycles per k-step of one CTA (dependent index load): hidden by co-resident CTAs
     hbm_frac: float = 1.0  # the kernel's HBM throughput relative to gemm_hbm_eff (bf16 2:4 default plan, small M)
+    max_ctas: int = 0  # persistent grid: at most this many CTAs resident at once (0: SMs x occupancy)
+    sk_min_steps: int = 1  # stream-K shares keep at least this many k-steps (cuSPARSELt segment-K: 12)
+    sk_fixup_s: float = 0.0  # stream-K: seconds per extra share of a tile its owner waits for and adds
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
-                self.latency_per_step, self.hbm_frac)
+                self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s)
 
 
 @dataclass(frozen=True)
@@ -455,11 +468,11 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     k_slice = math.ceil(p.k / s)
     k_iters = math.ceil(k_slice / tk * visit)
     occ = occupancy(tm, tn, tk, stages, p, r)
-    slots = r.sm_count * occ
+    slots = min(r.sm_count * occ, p.max_ctas) if p.max_ctas else r.sm_count * occ
     waves_dp = math.ceil(ctas / slots)
     if stream_k:
         units = tiles * k_iters
-        ctas = min(slots, units)
+        ctas = min(slots, max(1, units // p.sk_min_steps))
         k_iters = math.ceil(units / ctas)
     # cycles of one k-step: MMA issue, smem operand delivery, SFU (overlapped) + serial decode
     stage_bytes = (p.a_per_step * tm + p.w_tile_frac * tn) * tk * p.elem_bytes
@@ -484,8 +497,12 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
         # a wave covers ~ wm x wn tiles (swizzled raster): it reads wm x-panels and wn W-panels
         wm = min(max(round(math.sqrt(slots * tn / tm)), 1), tiles_mb)
         wn = min(max(math.ceil(slots / wm), 1), tiles_n)
-        footprint = (p.a_per_step * wm * tm + p.w_traffic_frac * wn * tn) * k_slice * visit * p.elem_bytes
-        hbm += max(0.0, min(l2_total, waves_dp * footprint) - operands)
+        # panels read over all waves: a panel is re-read only by another wave's raster, so never
+        # more often than the grid has raster blocks along the other axis
+        x_panels = min(waves_dp * wm, tiles_mb * math.ceil(tiles_n / wn))
+        w_panels = min(waves_dp * wn, tiles_n * math.ceil(tiles_mb / wm))
+        reads = (p.a_per_step * x_panels * tm + p.w_traffic_frac * w_panels * tn) * k_slice * visit * p.elem_bytes
+        hbm += max(0.0, min(l2_total, reads) - operands)
     hbm_per_cta = hbm / ctas
     inflight_bw = stages * max(stage_bytes, 1.0) / r.mem_latency_s  # Little's law, one CTA
 
@@ -503,6 +520,8 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     # split-K: every output element s times; stream-K: at most one split tile per CTA
     partial = 2 * s * p.out_elems * 4 if s > 1 else 8.0 * tm * tn * min(tiles, ctas) if stream_k else 0.0
     reduce = partial / r.hbm_bw + r.mem_latency_s if (s > 1 or stream_k) else 0.0
+    if stream_k and p.sk_fixup_s:
+        reduce += max(ctas / tiles - 1.0, 0.0) * p.sk_fixup_s
     if s > 1 and p.split_kernel:
         reduce += r.launch_s
     launch = p.launches * r.launch_s + p.fixed_s
@@ -547,6 +566,8 @@ class _Grid:
     red_coef: np.ndarray  # split-K: seconds per output element of partial traffic
     red_const: np.ndarray  # split-K / stream-K: one memory round trip for the in-kernel fix-up
     sk_red: np.ndarray  # stream-K: seconds of partial traffic per split tile
+    sk_min: np.ndarray  # stream-K: fewest k-steps per share
+    sk_fix: np.ndarray  # stream-K: seconds per extra share of a tile (serial fix-up)
     wm0: np.ndarray  # wave raster height before clipping to the grid
     a_eb: np.ndarray  # x bytes per row of a panel per K element
     w_eb: np.ndarray  # dense W bytes per column of a panel per K element
@@ -590,7 +611,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     base = _stage_levels(arch_of(spec), *p.tile_family, float(p.elem_bytes), float(p.w_tile_frac),
                          float(p.a_per_step), float(p.q_once), float(spec.smem_bytes_per_sm),
                          float(spec.regs_bytes_per_sm))
-    splits = (1,) if p.decomp == "none" else SPLIT_K
+    splits = (1,) if p.decomp == "none" else (STREAM_K,) if p.decomp == "stream_k" else SPLIT_K
     if p.decomp == "split_k+stream_k" and arch_of(spec) in STREAM_K_ARCHS:
         splits = (*splits, STREAM_K)
     nb, ns = len(base), len(splits)
@@ -606,7 +627,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     smem = st * stage_bytes + p.q_once * tm * tn * eb
     occ = np.clip(np.minimum(np.floor(r.smem_bytes / np.maximum(smem, 1.0)),
                              np.floor(r.regs_bytes / (REG_BYTES_PER_ACC * tm * tn))), 1, MAX_CTAS_PER_SM)
-    slots = r.sm_count * occ
+    slots = np.minimum(r.sm_count * occ, p.max_ctas) if p.max_ctas else r.sm_count * occ
     split = s > 1
     sk = s == STREAM_K
     return _Grid(which=np.zeros(len(cfg), dtype=np.int64), cfg=cfg, tm=tm, tn=tn, tk=tk, s=s,
@@ -621,6 +642,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  red_const=(split | sk) * r.mem_latency_s + split * (r.launch_s if p.split_kernel else 0.0),
                  sk_red=sk * (8 * tm * tn / r.hbm_bw),
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
+                 sk_min=np.full(len(cfg), float(p.sk_min_steps)), sk_fix=sk * p.sk_fixup_s,
                  rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
                  has_lat=p.latency_per_step > 0)
 
@@ -646,8 +668,7 @@ def _max_tile(arch: str, family: str) -> tuple[int, int]:
         return max(a for a, _ in ATTN_TILES), 0
     if family == "bsr_tc":
         return 128, 256
-    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else \
-        CUSPARSELT_DEFAULT_LARGE_TILES if family == "cslt_default_large" else LIBRARY_TILES[arch]
+    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else LIBRARY_TILES[arch]
     return max(a for a, _ in mn), max(b for _, b in mn)
 
 
@@ -722,7 +743,7 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
     has_sk = g.has_sk
     if has_sk:  # stream-K: tiles x k-steps in equal shares over the resident CTAs
         units = tiles * k_iters
-        ctas = np.where(g.sk, np.minimum(g.slots, units), ctas)
+        ctas = np.where(g.sk, np.minimum(g.slots, np.maximum(1.0, np.floor(units / g.sk_min))), ctas)
         k_iters = np.where(g.sk, np.ceil(units / ctas), k_iters)
     t_cta = (k_iters * (g.step_s + ser * g.tnk_s) if any_serial else k_iters * g.step_s) + g.cta_s
     cta_bytes = k_iters * (g.a_step_bytes + wtf * g.w_step_bytes) + g.tile_out
@@ -732,9 +753,11 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
     if any_big:
         wm = np.minimum(g.wm0, tiles_mb)
         wn = np.minimum(np.maximum(np.ceil(g.slots / wm), 1), tiles_n)
-        footprint = (wm * g.a_eb + wn * wtf * g.w_eb) * k_slice * visit
         waves_dp = np.ceil(ctas_dp / g.slots) if has_sk else waves
-        reread = np.maximum(0.0, np.minimum(ctas * cta_bytes, waves_dp * footprint) - operands)
+        x_panels = np.minimum(waves_dp * wm, tiles_mb * np.ceil(tiles_n / wn))
+        w_panels = np.minimum(waves_dp * wn, tiles_n * np.ceil(tiles_mb / wm))
+        reads = (x_panels * g.a_eb + w_panels * wtf * g.w_eb) * k_slice * visit
+        reread = np.maximum(0.0, np.minimum(ctas * cta_bytes, reads) - operands)
         hbm = hbm + reread * (operands > r.l2_bytes)
     hbm_cta_t = hbm * g.hbm_scale / (ctas * r.hbm_bw)
     per_cta_mem = cta_bytes * g.lat_per_byte
@@ -749,7 +772,7 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
             + waves * r.mem_latency_s)
     t = main + fixed
     if has_sk:
-        t = t + g.sk_red * np.minimum(tiles, ctas) + g.red_const
+        t = t + g.sk_red * np.minimum(tiles, ctas) + g.red_const + g.sk_fix * np.maximum(ctas / tiles - 1.0, 0.0)
     if split:
         t = t + g.red_coef * oe + (0.0 if has_sk else g.red_const)
         allowed = g.s_is1 | ((ctas_dp <= 2 * r.sm_count) & (g.s <= np.ceil(k / g.tk)))
@@ -826,11 +849,43 @@ assert TileProblem._fields[_OP_LO:_OP_HI] == _OP_FIELDS
 _TEMPLATES: dict[tuple, tuple[GPUSpec, TileProblem]] = {}
 
 
-def _cslt_default_large(dtype: str, m_pad: int, n: int, variant: str | None, spec: GPUSpec) -> bool:
-    """Whether cuSPARSELt's default plan runs its large-problem kernel: fp16, not a searched plan,
-    output M x max(N, 256) above `cusparselt.default_large_mn` elements."""
-    return (dtype == "fp16" and variant != "cslt_sparse_mm_searched_cudagraph"
-            and m_pad * max(n, 256) > param(spec, "cusparselt.default_large_mn"))
+def cslt_default_max_ctas(dtype: str, spec: GPUSpec) -> int:
+    """The default plan's persistent grid: fp16 in clusters of 4 (sm_90: 120 CTAs on 132 SMs),
+    bf16 one CTA per SM."""
+    if CUSPARSELT_DEFAULT_CLUSTER.get(dtype, 1) > 1 and arch_of(spec) == "sm_90":
+        return max(4, int(spec.sm_count * CUSPARSELT_FP16_MAX_CTAS_PER_132_SM / 132) // 4 * 4)
+    return spec.sm_count
+
+
+def cslt_default_tiles(dtype: str, m_pad: int, n: int, spec: GPUSpec) -> int:
+    """Tiles of the default plan's grid, fp16's N tiles rounded up to whole clusters of 4."""
+    cluster = CUSPARSELT_DEFAULT_CLUSTER.get(dtype, 1) if arch_of(spec) == "sm_90" else 1
+    tiles_n = -(-n // CUSPARSELT_DEFAULT_TILES[0][1])
+    return -(-tiles_n // cluster) * cluster * -(-m_pad // CUSPARSELT_DEFAULT_TILES[0][0])
+
+
+def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> bool:
+    """Whether cuSPARSELt's default heuristic runs segment-K (a stream-K split of K), as recorded
+    on the H200's fit-half probe shapes (it reproduces all 1,188 recorded choices there):
+
+    * more tiles than the persistent grid: on when the last wave would be at most half full
+      (0 < (tiles mod grid) / grid <= 0.5) and K is long enough to cut (fp16 K >= 768,
+      bf16 K >= 5120);
+    * one wave or less: fp16 when the grid is at most 56 tiles and K >= 1152, bf16 when at most
+      64 tiles and K >= 13824 (few CTAs, long K: split K to occupy more SMs).
+    """
+    cap = cslt_default_max_ctas(dtype, spec)
+    tiles = cslt_default_tiles(dtype, m_pad, n, spec)
+    fp16 = dtype != "bf16"
+    if tiles > cap:
+        frac = (tiles % cap) / cap
+        return 0 < frac <= 0.5 and k >= (768 if fp16 else 5120)
+    return tiles <= 56 and k >= 1152 if fp16 else tiles <= 64 and k >= 13824
+
+
+def _cslt_small_m(dtype: str, m_pad: int) -> bool:
+    """Whether the default plan streams weights at its small-M rate (`cusparselt.<dtype>_small_m_hbm_frac`)."""
+    return m_pad <= (CUSPARSELT_BF16_SMALL_M if dtype == "bf16" else CUSPARSELT_FP16_SMALL_M if dtype == "fp16" else 0)
 
 
 def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
@@ -848,8 +903,8 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
     dense_w = float(n * k * b)
     if kernel == "cusparselt":
         m_pad = -(-m // 8) * 8
-        key = (id(spec), kernel, op.kind, op.dtype, variant, op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M,
-               _cslt_default_large(op.dtype, m_pad, n, variant, spec))
+        key = (id(spec), kernel, op.kind, op.dtype, variant, _cslt_small_m(op.dtype, m_pad),
+               variant != "cslt_sparse_mm_searched_cudagraph" and cslt_segment_k(op.dtype, m_pad, n, k, spec))
     elif kernel == "bsr_tc":
         w = op.weight
         bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
@@ -918,30 +973,31 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         m_pad = -(-op.m // 8) * 8
         launches = 2 if (variant == "semi_structured_linear" and op.m % 8) else 1
         frac = w_bytes / (_dense_w(op) * op.batch)
-        # torch's _cslt_sparse_mm runs cuSPARSELt's default plan (alg_id 0, split_k = 1;
-        # pytorch#115077) unless a searched plan (torch._C._cusparselt.mm_search) is passed.
-        # bf16 has no small-M kernel family (cuSPARSELt 0.8, sm_90; H200 fit half): up to
-        # CUSPARSELT_BF16_SMALL_M tokens a search finds only the default plan's large-tile kernel,
-        # and the default plan runs a bf16 kernel that streams the weights slower: as fast as fp16's
-        # where few CTAs run, 1.5-1.7x slower where all SMs stream (`cusparselt.bf16_small_m_hbm_frac`)
-        # The fp16 default plan above `cusparselt.default_large_mn` output elements runs its
-        # large-problem kernel (`_cslt_default_large`): one 128 x 256 tile, its own efficiency
-        small_bf16 = op.dtype == "bf16" and m_pad <= CUSPARSELT_BF16_SMALL_M
-        searched = variant == "cslt_sparse_mm_searched_cudagraph" and not small_bf16
-        large = _cslt_default_large(op.dtype, m_pad, op.n, variant, spec)
+        # torch's _cslt_sparse_mm runs cuSPARSELt's default plan (alg_id 0; pytorch#115077)
+        # unless a searched plan (torch._C._cusparselt.mm_search) is passed. The default plan is
+        # one kernel (CUSPARSELT_DEFAULT_TILES) on a persistent grid, segment-K on or off
+        # (`cslt_segment_k`), streaming weights slower at few tokens (`_cslt_small_m`). bf16 has
+        # small-M rate applies to bf16's searched kernels as well (the probe: searched bf16 at M <= 16
+        # is 0.7x cuBLAS where fp16's is 1.3x).
+        small = _cslt_small_m(op.dtype, m_pad)
+        searched = variant == "cslt_sparse_mm_searched_cudagraph"
+        segment = not searched and cslt_segment_k(op.dtype, m_pad, op.n, op.k, spec)
         common.update(m=m_pad, w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
-                      decomp="split_k" if searched else "none", split_kernel=True,
-                      tile_family=("gemm", 0, 0) if searched else
-                      ("cslt_default_large", 0, 0) if large else ("cslt_default", 0, 0),
+                      decomp="split_k" if searched else "stream_k" if segment else "none", split_kernel=True,
+                      tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
                       launches=launches, out_elems=float(op.batch * m_pad * op.n),
                       # per-CTA prologue/epilogue: searched plans only (fitted ~0 for the default plan,
                       # whose per-call overhead is default_plan_s)
                       cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0)
-        eff = param(spec, "cusparselt.tc_eff" if searched else
-                    "cusparselt.default_large_tc_eff" if large else "cusparselt.default_tc_eff")
-        if small_bf16 and variant != "cslt_sparse_mm_searched_cudagraph":
-            common["hbm_frac"] = param(spec, "cusparselt.bf16_small_m_hbm_frac")
+        eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
+        if not searched:
+            common.update(max_ctas=cslt_default_max_ctas(op.dtype, spec), sk_min_steps=CUSPARSELT_SEGMENT_MIN_STEPS,
+                          sk_fixup_s=param(spec, "cusparselt.segment_fixup_s"))
+        if small and not searched:
+            common["hbm_frac"] = param(spec, f"cusparselt.{op.dtype}_small_m_hbm_frac")
+        elif small and op.dtype == "bf16":  # bf16's searched kernels stream slowly too
+            common["hbm_frac"] = param(spec, "cusparselt.bf16_searched_small_m_hbm_frac")
         return TileProblem(peak_per_clk=peak * spec.sparse_tc_speedup * eff, **common)
     if kernel == "bsr_tc":
         w = op.weight
@@ -1008,8 +1064,6 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
         depths = range(2, MAX_STAGES[arch] + 1)
-        if family == "cslt_default_large":
-            mn = CUSPARSELT_DEFAULT_LARGE_TILES
         if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
             # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
             mn = tuple((tm, a) for tm in (16, 32, 64, 128))

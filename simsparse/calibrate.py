@@ -38,10 +38,12 @@ from simsparse.validate import DATA_DIR, Case, Dataset, load, predict_case
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cublas": ("cublas:half", ("cublas.tc_eff", "tc_rate.bf16", "gemm_hbm_eff", "mem_latency_s", "l2_dirty_frac")),
     "cublas_fp32": ("cublas:fp32", ("cublas.simt_eff",)),
-    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles")),
+    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles",
+                                           "cusparselt.bf16_searched_small_m_hbm_frac")),
     "cusparselt_default": ("cusparselt:default", ("cusparselt.default_tc_eff", "cusparselt.default_plan_s",
                                                     "cusparselt.bf16_small_m_hbm_frac",
-                                                    "cusparselt.default_large_tc_eff")),
+                                                    "cusparselt.fp16_small_m_hbm_frac",
+                                                    "cusparselt.segment_fixup_s")),
     "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
                                       "cusparse_csr.cycles_per_nnz")),
     "cusparse_bsr": ("cusparse_bsr:half", ("cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff", "cusparse_bsr.cycles_per_block",
@@ -54,7 +56,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
-            "cusparselt.default_large_tc_eff", "cusparselt.default_plan_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
+            "cusparselt.default_plan_s", "cusparselt.segment_fixup_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
@@ -174,7 +176,8 @@ def calibrate(data: str | Path | None = None, hardware: str = "h200", write: boo
         for other in transfer:
             tr = {k: Fitted(v.value, f"transferred from {hardware} (same GH100 SM; not validated on {other}): "
                                      f"{v.source}") for k, v in out.items() if k in SM_LEVEL or k.startswith("host_s.")}
-            for key in ("hbm_eff", "gemm_hbm_eff", "act_gemv.hbm_eff", "cusparselt.bf16_small_m_hbm_frac"):
+            for key in ("hbm_eff", "gemm_hbm_eff", "act_gemv.hbm_eff", "cusparselt.bf16_small_m_hbm_frac",
+                        "cusparselt.fp16_small_m_hbm_frac", "cusparselt.bf16_searched_small_m_hbm_frac"):
                 if key in out:
                     tr[key] = Fitted(out[key].value, f"transferred from {hardware}: achieved fraction of datasheet "
                                      f"HBM bandwidth assumed equal for HBM3 (not measured on {other}); "

@@ -322,6 +322,40 @@ def prepare_cuda_graph(prep: Prepared, warmup: int = 3) -> Prepared:
     )
 
 
+def launched_kernels(fn: Callable[[], Any]) -> list[dict]:
+    """The GPU kernels one call of ``fn`` launches, as CUPTI (through torch.profiler) reports
+    them: name (it encodes the library's tile shape), grid and block dims, registers, shared
+    memory and duration. Tells which kernel a library's heuristic picked for a shape."""
+    import json
+    import os
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as f:
+            trace = json.load(f)
+    finally:
+        os.unlink(path)
+    out = []
+    for ev in trace.get("traceEvents", []):
+        if ev.get("cat") not in ("kernel", "gpu_memset", "gpu_memcpy"):
+            continue
+        a = ev.get("args", {})
+        out.append({"cat": ev.get("cat"), "name": str(ev.get("name", ""))[:400],
+                    "grid": a.get("grid"), "block": a.get("block"),
+                    "regs": a.get("registers per thread"), "smem": a.get("shared memory"),
+                    "dur_us": ev.get("dur")})
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # unstructured: cuSPARSE CSR through torch and CuPy
 # --------------------------------------------------------------------------------------------
