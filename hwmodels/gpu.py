@@ -874,6 +874,8 @@ def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> boo
     * one wave or less: fp16 when the grid is at most 56 tiles and K >= 1152, bf16 when at most
       64 tiles and K >= 13824 (few CTAs, long K: split K to occupy more SMs).
     """
+    if arch_of(spec) != "sm_90":  # recorded on sm_90 only: elsewhere the plain data-parallel grid
+        return False
     cap = cslt_default_max_ctas(dtype, spec)
     tiles = cslt_default_tiles(dtype, m_pad, n, spec)
     fp16 = dtype != "bf16"

@@ -142,15 +142,17 @@ def _check_stream_k(op: Op, mapping: Mapping, p: model.TileProblem, spec: GPUSpe
     problems = []
     if mapping.split_k != 1:
         problems.append(f"split_k: {mapping.split_k} with stream_k (stream-K replaces split-K; give 1)")
-    if p.decomp != "split_k+stream_k" or model.arch_of(spec) not in model.STREAM_K_ARCHS:
+    if p.decomp not in ("split_k+stream_k", "stream_k") or model.arch_of(spec) not in model.STREAM_K_ARCHS:
         problems.append(f"stream_k: {mapping.kernel} on {spec.name} has no stream-K kernels")
     tm, tn, tk = mapping.tile
     stages = int(mapping.params.get("stages", 2))
     r = model.machine_rates(spec)
     slots = spec.sm_count * model.occupancy(tm, tn, tk, stages, p, r)
+    if p.max_ctas:
+        slots = min(slots, p.max_ctas)
     tiles = -(-p.m // tm) * p.batch * -(-p.n // tn)
     units = tiles * -(-p.k // tk)
-    shares = split_ranges(units, min(slots, units))
+    shares = split_ranges(units, min(slots, max(1, units // p.sk_min_steps)))
     pos = 0
     for a, b in shares:
         if a != pos or b <= a:
