@@ -170,6 +170,7 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
 )}
 
 TILE_KERNELS = ("cublas", "cusparselt", "bsr_tc", "flash_llm", "grouped_gemm", "flash_attention")
+COLMAJOR_SEGMENT_BYTES = 64  # the reuse unit of a column-major dense operand's gathers (cuSPARSE csrmm, CuPy)
 STREAM_KERNELS = ("cusparse_csr", "cusparse_bsr", "sputnik", "act_gemv", "elementwise")
 
 # call path a kernel is priced on unless the mapping names one (measurement `variant`s)
@@ -247,8 +248,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "(FlashAttention-3: 740 TFLOPS fp16 = 75 % of H100 peak)"),
     Param("cusparse_csr.flop_eff", 0.1, 0.001, 1.0, "achieved fraction of CUDA-core FP32 FMA peak on "
           "the nnz·M products of CSR SpMM with a row-major dense operand (torch)"),
-    Param("cusparse_csr.flop_eff_colmajor", 0.03, 0.001, 1.0, "the same with a column-major dense "
-          "operand (CuPy's X[K, M] in F order)"),
+    Param("cusparse_csr.cycles_per_segment_colmajor", 1.0, 0.001, 100.0, "column-major dense operand "
+          "(CuPy): SM cycles per 64-byte segment of x that a row's nonzeros touch, per output column"),
     Param("cusparse_csr.cycles_per_nnz", 10.0, 0.0, 500.0, "SM cycles per stored nonzero (index decode "
           "and gather), independent of M"),
     Param("cusparse_csr.fixed_s", 1.5e-5, 0.0, 1e-4, "device time per call besides the SpMM main "
@@ -1111,7 +1112,8 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
 
     t = launches + fixed + max(decode, FMA, HBM) + fill, with (per family)
       CSR SpMM (cuSPARSE): decode = nnz x cycles_per_nnz; FMA = 2·nnz·M at flop_eff of the FP32
-        peak (a column-major dense operand, CuPy's, at flop_eff_colmajor); M = 1 runs as SpMV:
+        peak (a column-major dense operand, CuPy's: the 64-byte segments of x its nonzeros touch,
+        at cycles_per_segment_colmajor each); M = 1 runs as SpMV:
         HBM only; `fixed_s` = the library's extra kernels and set-up on the device;
       BSR SpMM: decode = blocks x (cycles_per_block + bh·bw x cycles_per_value); the x gather =
         blocks x bw x M values from L2 at a fraction of the L2 bandwidth: overlapped with the decode
@@ -1140,12 +1142,21 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
         l2 = nnz * op.batch * (op.m * b) + hbm  # each nonzero gathers a row of xᵀ (L2-resident)
         if kernel == "cusparse_csr":
             fixed = param(spec, "cusparse_csr.fixed_s")
-            eff = param(spec, "cusparse_csr.flop_eff_colmajor" if variant == "cupyx_csr_matmul"
-                        else "cusparse_csr.flop_eff")
+            eff = param(spec, "cusparse_csr.flop_eff")
         else:
             eff = param(spec, "sputnik.flop_eff")
         if op.m == 1:  # SpMV: streams the matrix once
             decode, fma = 0.0, flops / fma_peak
+        elif variant == "cupyx_csr_matmul":
+            # column-major x (CuPy): every nonzero reads x[k, j] for each of the M columns from a
+            # column of x, so a row's nonzeros share a 64-byte segment (16 fp32 along K) of that
+            # column; the work is the segments touched, N x M x K/16 x P(a segment holds a
+            # nonzero), each a load the SM issues (fit half: time grows ~d^0.6 with density, not ~d)
+            seg = COLMAJOR_SEGMENT_BYTES / b
+            touched = op.n * m_total * -(-op.k // seg) * (1.0 - (1.0 - op.weight.density) ** seg)
+            decode = nnz * op.batch * param(spec, f"{kernel}.cycles_per_nnz") / sm_clk
+            fma = max(flops / fma_peak, touched * param(spec, "cusparse_csr.cycles_per_segment_colmajor") / sm_clk)
+            l2 = touched * COLMAJOR_SEGMENT_BYTES + hbm
         else:
             decode = nnz * op.batch * param(spec, f"{kernel}.cycles_per_nnz") / sm_clk
             fma = flops / (fma_peak * eff)

@@ -44,7 +44,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
                                                     "cusparselt.bf16_small_m_hbm_frac",
                                                     "cusparselt.fp16_small_m_hbm_frac",
                                                     "cusparselt.segment_fixup_s")),
-    "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
+    "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.cycles_per_segment_colmajor",
                                       "cusparse_csr.cycles_per_nnz")),
     "cusparse_bsr": ("cusparse_bsr:half", ("cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff", "cusparse_bsr.cycles_per_block",
                                           "cusparse_bsr.cycles_per_value")),
@@ -56,7 +56,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
-            "cusparselt.default_plan_s", "cusparselt.segment_fixup_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.flop_eff_colmajor",
+            "cusparselt.default_plan_s", "cusparselt.segment_fixup_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.cycles_per_segment_colmajor",
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
