@@ -219,6 +219,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cusparselt.bf16_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of the default plan's bf16 "
           "kernel at M <= 128 tokens relative to gemm_hbm_eff (the same kernel as at M = 256: as fast as "
           "fp16's where few CTAs run, 1.5-1.8x slower where all CTAs stream the weights)"),
+    Param("cusparselt.hbm_frac", 1.0, 0.3, 1.0, "HBM throughput of cuSPARSELt kernels (beyond their "
+          "small-M cases) relative to cuBLAS's gemm_hbm_eff"),
     Param("cusparselt.segment_fixup_s", 1e-6, 0.0, 2e-5, "default plan with segment-K: seconds per extra "
           "K share of a tile that the tile's owner waits for and adds (fp32 partial through L2/HBM)"),
     Param("cusparselt.bf16_searched_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of a searched bf16 "
@@ -1001,6 +1003,8 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
             common["hbm_frac"] = param(spec, f"cusparselt.{op.dtype}_small_m_hbm_frac")
         elif small and op.dtype == "bf16":  # bf16's searched kernels stream slowly too
             common["hbm_frac"] = param(spec, "cusparselt.bf16_searched_small_m_hbm_frac")
+        else:
+            common["hbm_frac"] = param(spec, "cusparselt.hbm_frac")
         return TileProblem(peak_per_clk=peak * spec.sparse_tc_speedup * eff, **common)
     if kernel == "bsr_tc":
         w = op.weight

@@ -38,7 +38,7 @@ from simsparse.validate import DATA_DIR, Case, Dataset, load, predict_case
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cublas": ("cublas:half", ("cublas.tc_eff", "tc_rate.bf16", "gemm_hbm_eff", "mem_latency_s", "l2_dirty_frac")),
     "cublas_fp32": ("cublas:fp32", ("cublas.simt_eff",)),
-    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles",
+    "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles", "cusparselt.hbm_frac",
                                            "cusparselt.bf16_searched_small_m_hbm_frac")),
     "cusparselt_default": ("cusparselt:default", ("cusparselt.default_tc_eff", "cusparselt.default_plan_s",
                                                     "cusparselt.bf16_small_m_hbm_frac",
