@@ -176,7 +176,7 @@ STREAM_KERNELS = ("cusparse_csr", "cusparse_bsr", "sputnik", "act_gemv", "elemen
 # call path a kernel is priced on unless the mapping names one (measurement `variant`s)
 DEFAULT_VARIANT = {
     "cublas": "linear", "cusparselt": "cslt_sparse_mm", "cusparse_csr": "torch_csr_matmul",
-    "cusparse_bsr": "torch_bsr_matmul", "bsr_tc": "triton_bsr_dense_mm",
+    "cusparse_bsr": "torch_bsr_matmul", "bsr_tc": "torch_bsr_triton",
     "act_gemv": "cupy_fused_gather_gemv",
 }
 

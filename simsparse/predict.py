@@ -92,14 +92,24 @@ def parse_line(obj: Any) -> tuple[Op, str, str | None]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             if not (isinstance(v, float) and math.isfinite(v) and v.is_integer()):
                 raise LineError(f"op.{f}", f"got {v!r}; allowed: a positive integer")
-    weight = obj.get("weight")
+    # weight / activation may sit at the top level or inside op, not both (never dropped)
+    for f in ("weight", "activation"):
+        if f in op_d and obj.get(f) is not None:
+            raise LineError(f"op.{f}", f"given twice (also as top-level {f!r}); allowed: one of the two")
+    w_field = "op.weight" if "weight" in op_d else "weight"
+    weight = op_d.get("weight", obj.get("weight"))
     if weight is not None and not isinstance(weight, (dict, str)):
-        raise LineError("weight", f"got {weight!r}; allowed: an object {{\"pattern\": …}}")
+        raise LineError(w_field, f"got {weight!r}; allowed: an object {{\"pattern\": …}}")
     try:
-        w = parse_pattern(weight, "weight")
+        w = parse_pattern(weight, w_field)
     except ValueError as e:
-        raise _split_error(e, "weight") from None
-    act = _parse_activation(obj.get("activation"))
+        raise _split_error(e, w_field) from None
+    try:
+        act = _parse_activation(op_d.get("activation", obj.get("activation")))
+    except LineError as e:
+        if "activation" in op_d:
+            raise LineError(f"op.{e.field}", e.reason) from None
+        raise
     d = {k: v for k, v in op_d.items() if k not in ("weight", "activation")}
     d["weight"], d["activation"] = w, act
     try:

@@ -102,3 +102,17 @@ def test_batched_answers_equal_single_answers():
     gpu_mapper._BEST.clear()
     single = [predict_line(x) for x in lines]
     assert batched == single
+
+
+def test_weight_inside_op_is_used_not_dropped():
+    """A weight (or activation) nested in `op` means the same as at the top level; given in both
+    places it is an error naming op.weight; a bad nested pattern names op.weight.pattern."""
+    nested = {"hardware": "h100-sxm", "op": {**GOOD["op"], "weight": {"pattern": "2:4"}}}
+    a, b = predict_line(json.dumps(nested)), predict_line(json.dumps(GOOD))
+    assert "error" not in a and a["t_s"] == b["t_s"] and a["kernel"] == b["kernel"]
+    both = dict(nested, weight={"pattern": "2:4"})
+    assert predict_line(json.dumps(both))["error"]["field"] == "op.weight"
+    bad = {"hardware": "h100-sxm", "op": {**GOOD["op"], "weight": {"pattern": "blockyy"}}}
+    assert predict_line(json.dumps(bad))["error"]["field"] == "op.weight.pattern"
+    act = {"hardware": "h100-sxm", "op": {**GOOD["op"], "activation": {"density": 2.0}}}
+    assert predict_line(json.dumps(act))["error"]["field"].startswith("op.activation")
