@@ -867,6 +867,15 @@ def cslt_default_tiles(dtype: str, m_pad: int, n: int, spec: GPUSpec) -> int:
     return -(-tiles_n // cluster) * cluster * -(-m_pad // CUSPARSELT_DEFAULT_TILES[0][0])
 
 
+def cslt_segment_n(dtype: str, n: int, spec: GPUSpec) -> int:
+    """N as segment-K splits it: fp16's N tiles rounded up to whole clusters of 4. The recorded
+    grids launch the rounded tile count; with segment-K the phantom tiles take their K shares
+    like real ones (data-parallel grids launch them too, but they exit at once)."""
+    cluster = CUSPARSELT_DEFAULT_CLUSTER.get(dtype, 1) if arch_of(spec) == "sm_90" else 1
+    tn = CUSPARSELT_DEFAULT_TILES[0][1]
+    return -(-n // (tn * cluster)) * tn * cluster
+
+
 def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> bool:
     """Whether cuSPARSELt's default heuristic runs segment-K (a stream-K split of K), as recorded
     on the H200's fit-half probe shapes (it reproduces all 1,188 recorded choices there):
@@ -932,7 +941,9 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         w_bytes = nm_weight_bytes(n, k, bf) * batch
         frac = w_bytes / (dense_w * batch)
         launches = 2 if (variant == "semi_structured_linear" and m % 8) else 1
-        fields = (m_pad, n, k, batch, t.block_density, frac, t.serial_per_nk, x_bytes, w_bytes, y_bytes,
+        # segment-K shares the cluster-rounded tile grid (phantom tiles too)
+        n_grid = cslt_segment_n(op.dtype, n, spec) if t.decomp == "stream_k" else n
+        fields = (m_pad, n_grid, k, batch, t.block_density, frac, t.serial_per_nk, x_bytes, w_bytes, y_bytes,
                   float(batch * m_pad * n), launches)
         return TileProblem._make((*t[:2], frac, *t[3:_OP_LO], *fields, *t[_OP_HI:]))
     elif kernel == "bsr_tc":
@@ -987,7 +998,8 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         small = _cslt_small_m(op.dtype, m_pad)
         searched = variant == "cslt_sparse_mm_searched_cudagraph"
         segment = not searched and cslt_segment_k(op.dtype, m_pad, op.n, op.k, spec)
-        common.update(m=m_pad, w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
+        common.update(m=m_pad, n=cslt_segment_n(op.dtype, op.n, spec) if segment else op.n,
+                      w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
                       decomp="split_k" if searched else "stream_k" if segment else "none", split_kernel=True,
                       tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
