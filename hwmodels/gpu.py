@@ -860,20 +860,19 @@ def cslt_default_max_ctas(dtype: str, spec: GPUSpec) -> int:
     return spec.sm_count
 
 
-def cslt_default_tiles(dtype: str, m_pad: int, n: int, spec: GPUSpec) -> int:
-    """Tiles of the default plan's grid, fp16's N tiles rounded up to whole clusters of 4."""
-    cluster = CUSPARSELT_DEFAULT_CLUSTER.get(dtype, 1) if arch_of(spec) == "sm_90" else 1
-    tiles_n = -(-n // CUSPARSELT_DEFAULT_TILES[0][1])
-    return -(-tiles_n // cluster) * cluster * -(-m_pad // CUSPARSELT_DEFAULT_TILES[0][0])
-
-
 def cslt_segment_n(dtype: str, n: int, spec: GPUSpec) -> int:
-    """N as segment-K splits it: fp16's N tiles rounded up to whole clusters of 4. The recorded
-    grids launch the rounded tile count; with segment-K the phantom tiles take their K shares
-    like real ones (data-parallel grids launch them too, but they exit at once)."""
+    """N as the default plan's grid covers it: fp16's N tiles rounded up to whole clusters of 4.
+    The recorded grids launch the rounded tile count; with segment-K the phantom tiles take their
+    K shares like real ones (data-parallel grids launch them too, but they exit at once)."""
     cluster = CUSPARSELT_DEFAULT_CLUSTER.get(dtype, 1) if arch_of(spec) == "sm_90" else 1
     tn = CUSPARSELT_DEFAULT_TILES[0][1]
     return -(-n // (tn * cluster)) * tn * cluster
+
+
+def cslt_default_tiles(dtype: str, m_pad: int, n: int, spec: GPUSpec) -> int:
+    """Tiles of the default plan's grid (cluster-rounded: `cslt_segment_n`)."""
+    tm, tn = CUSPARSELT_DEFAULT_TILES[0]
+    return cslt_segment_n(dtype, n, spec) // tn * -(-m_pad // tm)
 
 
 def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> bool:
