@@ -176,12 +176,11 @@ def calibrate(data: str | Path | None = None, hardware: str = "h200", write: boo
         for other in transfer:
             tr = {k: Fitted(v.value, f"transferred from {hardware} (same GH100 SM; not validated on {other}): "
                                      f"{v.source}") for k, v in out.items() if k in SM_LEVEL or k.startswith("host_s.")}
-            for key in ("hbm_eff", "gemm_hbm_eff", "act_gemv.hbm_eff", "cusparselt.bf16_small_m_hbm_frac",
-                        "cusparselt.fp16_small_m_hbm_frac", "cusparselt.bf16_searched_small_m_hbm_frac"):
-                if key in out:
-                    tr[key] = Fitted(out[key].value, f"transferred from {hardware}: achieved fraction of datasheet "
-                                     f"HBM bandwidth assumed equal for HBM3 (not measured on {other}); "
-                                     f"{out[key].source}")
+            # every achieved-HBM fraction (…hbm_eff, …hbm_frac), not a hand-kept list of them
+            for key in [k for k in out if k.endswith(("hbm_eff", "hbm_frac"))]:
+                tr[key] = Fitted(out[key].value, f"transferred from {hardware}: achieved fraction of datasheet "
+                                 f"HBM bandwidth assumed equal for HBM3 (not measured on {other}); "
+                                 f"{out[key].source}")
             p = write_efficiency(other, tr)
             log(f"  wrote {len(tr)} transferred parameters to {p}")
     return out
