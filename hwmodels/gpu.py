@@ -338,6 +338,13 @@ STREAM_K_ARCHS = ("sm_90", "sm_80")
 # (`cslt_segment_k`); nothing else changes with the shape.
 CUSPARSELT_DEFAULT_TILES = ((256, 128),)
 CUSPARSELT_DEFAULT_CLUSTER = {"fp16": 4, "bf16": 1}
+# a searched plan (torch mm_search over cuSPARSELt's algorithms) picks among these kernels, as the
+# profiler recorded them on the H200 (fit-half probe shapes; names ..._tilesize{N}x{tokens}x{K}):
+# 64 or 128 rows of W x 64, 128 or 256 tokens, 64 or 128 of K per step; bf16 only ever ran the
+# 256-token kernels. (tokens, N) pairs; the token tile's minimum per dtype:
+CUSPARSELT_SEARCHED_TILES = tuple((tm, tn) for tm in (64, 128, 256) for tn in (64, 128))
+CUSPARSELT_SEARCHED_MIN_TOKENS = {"fp16": 64, "bf16": 256}
+CUSPARSELT_SEARCHED_TK = (64, 128)
 # persistent grid of the fp16 kernel on 132-SM sm_90 parts (30 clusters of 4), scaled by SMs elsewhere
 CUSPARSELT_FP16_MAX_CTAS_PER_132_SM = 120
 # segment-K never cut a tile's K into shares of fewer than ~12 k-steps of 64 (768 of K) on the probe
@@ -396,12 +403,17 @@ class TileProblem(NamedTuple):
     max_ctas: int = 0  # persistent grid: at most this many CTAs resident at once (0: SMs x occupancy)
     sk_min_steps: int = 1  # stream-K shares keep at least this many k-steps (cuSPARSELt segment-K: 12)
     sk_fixup_s: float = 0.0  # stream-K: seconds per extra share of a tile its owner waits for and adds
+    # persistent, warp-specialised kernel (one CTA per slot loops over tiles): the next tile's loads
+    # overlap the current tile's epilogue, so the pipeline fill and the CTA prologue / epilogue
+    # (cta_cycles) are paid once per resident CTA, not once per tile and wave
+    persistent: bool = False
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
-                self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s)
+                self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
+                self.persistent)
 
 
 @dataclass(frozen=True)
@@ -484,7 +496,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     sfu = p.sfu_per_mk * tm * tk
     step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step
     # SM time of one CTA (issue slots shared by the CTAs resident on the SM) + its prologue/epilogue
-    t_cta = (k_iters * step + p.cta_cycles) / r.clock_hz
+    t_cta = (k_iters * step + (0.0 if p.persistent else p.cta_cycles)) / r.clock_hz
     # one CTA's dependent chain: its issue time plus the per-step latency (block index load) that
     # other resident CTAs hide (an SM is never faster than one CTA's chain)
     t_chain = t_cta + k_iters * p.latency_per_step / r.clock_hz
@@ -517,7 +529,10 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     full, tail = divmod(ctas, slots)
     c_full, m_full = wave(slots)
     c_tail, m_tail = wave(tail) if tail else (0.0, 0.0)
-    fill = waves * r.mem_latency_s
+    if p.persistent:  # one fill and one prologue / epilogue per resident CTA
+        fill = r.mem_latency_s + math.ceil(min(ctas, slots) / r.sm_count) * p.cta_cycles / r.clock_hz
+    else:
+        fill = waves * r.mem_latency_s
     main = full * max(c_full, m_full) + max(c_tail, m_tail) + fill
     # fp32 partials written and read back, then one memory round trip for the in-kernel fix-up:
     # split-K: every output element s times; stream-K: at most one split tile per CTA
@@ -561,6 +576,9 @@ class _Grid:
     step_s: np.ndarray  # seconds per k-step (MMA / smem / SFU + serial per step), issue time shared on the SM
     lat_s: np.ndarray  # latency seconds per k-step of one CTA, hidden by co-resident CTAs
     cta_s: np.ndarray  # seconds per CTA outside the main loop (prologue / epilogue)
+    wave_fill_s: np.ndarray  # pipeline fill per wave (0 for a persistent kernel)
+    once_fill_s: np.ndarray  # persistent kernel: one pipeline fill per call (0 otherwise)
+    once_cta_s: np.ndarray  # persistent kernel: prologue / epilogue seconds per resident CTA (0 otherwise)
     tnk_s: np.ndarray  # tn·tk / clock: seconds per serial cycle per W element of a step
     tile_out: np.ndarray  # bytes written (and Q read) once per CTA
     slots: np.ndarray
@@ -577,9 +595,10 @@ class _Grid:
     rows: np.ndarray  # (problem index, tm, tn, tk, split_k, stages)
     has_sk: bool = False
     has_lat: bool = False
+    persistent: bool = False
 
 
-_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__ if f not in ("has_sk", "has_lat"))
+_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__ if f not in ("has_sk", "has_lat", "persistent"))
 _GRIDS: OrderedDict[tuple, tuple[GPUSpec, _Grid]] = OrderedDict()
 
 
@@ -595,12 +614,13 @@ def _grid(problems: list[TileProblem], spec: GPUSpec, r: MachineRates, split: bo
     elif len(problems) == 1:
         full = _grid(problems, spec, r)
         g = _Grid(**{f: getattr(full, f)[full.s_is1] for f in _ARRAY_FIELDS}, has_sk=full.has_sk,
-                  has_lat=full.has_lat)
+                  has_lat=full.has_lat, persistent=full.persistent)
     else:
         parts = [_grid(problems[i:i + 1], spec, r, split) for i in range(len(problems))]
         cols = {f: np.concatenate([getattr(q, f) for q in parts]) for f in _ARRAY_FIELDS}
         cols["has_sk"] = any(q.has_sk for q in parts)
         cols["has_lat"] = any(q.has_lat for q in parts)
+        cols["persistent"] = any(q.persistent for q in parts)
         cols["which"] = np.concatenate([np.full(len(q.which), i, dtype=np.int64) for i, q in enumerate(parts)])
         cols["rows"] = np.column_stack([cols["which"], cols["cfg"]])
         g = _Grid(**cols)
@@ -638,7 +658,10 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  hbm_scale=np.full(len(cfg), 1.0 / p.hbm_frac),
                  br=np.full(len(cfg), float(p.block_rows)), a_step_bytes=a_step, w_step_bytes=w_step,
                  step_s=step / r.clock_hz, lat_s=np.full(len(cfg), p.latency_per_step / r.clock_hz),
-                 cta_s=np.full(len(cfg), p.cta_cycles / r.clock_hz), tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
+                 cta_s=np.full(len(cfg), 0.0 if p.persistent else p.cta_cycles / r.clock_hz),
+                 wave_fill_s=np.full(len(cfg), 0.0 if p.persistent else r.mem_latency_s),
+                 once_fill_s=np.full(len(cfg), r.mem_latency_s if p.persistent else 0.0),
+                 once_cta_s=np.full(len(cfg), p.cta_cycles / r.clock_hz if p.persistent else 0.0), tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
                  slots=slots, c_slots=np.ceil(slots / r.sm_count),
                  lat_per_byte=r.mem_latency_s / (st * np.maximum(stage_bytes, 1.0)),
                  red_coef=split * (8 * s / r.hbm_bw),
@@ -647,7 +670,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
                  sk_min=np.full(len(cfg), float(p.sk_min_steps)), sk_fix=sk * p.sk_fixup_s,
                  rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
-                 has_lat=p.latency_per_step > 0)
+                 has_lat=p.latency_per_step > 0, persistent=p.persistent)
 
 
 _SPLIT = np.array(SPLIT_K, dtype=np.int64)
@@ -671,7 +694,8 @@ def _max_tile(arch: str, family: str) -> tuple[int, int]:
         return max(a for a, _ in ATTN_TILES), 0
     if family == "bsr_tc":
         return 128, 256
-    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else LIBRARY_TILES[arch]
+    mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else \
+        CUSPARSELT_SEARCHED_TILES if family == "cslt_searched" else LIBRARY_TILES[arch]
     return max(a for a, _ in mn), max(b for _, b in mn)
 
 
@@ -772,7 +796,9 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
         c_full, c_tail = np.maximum(c_full, chain), np.maximum(c_tail, chain) * (tail > 0)
     main = (full * np.maximum(c_full, np.maximum(g.slots * hbm_cta_t, per_cta_mem))
             + np.maximum(c_tail, np.maximum(tail * hbm_cta_t, per_cta_mem) * (tail > 0))
-            + waves * r.mem_latency_s)
+            + waves * g.wave_fill_s)
+    if g.persistent:  # one fill, and one prologue / epilogue per resident CTA (c_slots per SM)
+        main = main + g.once_fill_s + np.ceil(np.minimum(ctas, g.slots) / r.sm_count) * g.once_cta_s
     t = main + fixed
     if has_sk:
         t = t + g.sk_red * np.minimum(tiles, ctas) + g.red_const + g.sk_fix * np.maximum(ctas / tiles - 1.0, 0.0)
@@ -923,7 +949,7 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
         key = (id(spec), kernel, op.kind, op.dtype, variant, bh, bw)
     else:
-        key = (id(spec), kernel, op.kind, op.dtype, variant)
+        key = (id(spec), kernel, op.kind, op.dtype, variant, op.m == 1)
     hit = _TEMPLATES.get(key)
     if hit is None or hit[0] is not spec:
         p = tile_problem_reference(op, kernel, spec, variant)
@@ -971,9 +997,14 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
                                   w_bytes=_dense_w(op) * op.batch, y_bytes=float(dense["y"]),
                                   out_elems=float(op.numel_out), launches=1)
     if kernel == "cublas":
-        eff = param(spec, "cublas.tc_eff") if spec.tc_flops_per_clk_per_sm.get(op.dtype, 0) > 0 \
-            else param(spec, "cublas.simt_eff")
-        return TileProblem(peak_per_clk=peak * eff, **{**common, "decomp": "split_k+stream_k"})
+        tc = spec.tc_flops_per_clk_per_sm.get(op.dtype, 0) > 0
+        eff = param(spec, "cublas.tc_eff") if tc else param(spec, "cublas.simt_eff")
+        if not tc:  # CUDA-core (SIMT) sgemm: tiles of >= 64 tokens; one token runs a GEMV kernel
+            common["tile_family"] = ("simt", int(op.m == 1), 0)
+        # cuBLAS's Hopper kernels (nvjet_sm90_*) are persistent: every recorded grid <= SMs (probe)
+        return TileProblem(peak_per_clk=peak * eff, **{**common, "decomp": "split_k+stream_k",
+                                                       "persistent": arch_of(spec) == "sm_90" and eff > 0
+                                                       and spec.tc_flops_per_clk_per_sm.get(op.dtype, 0) > 0})
     if kernel == "grouped_gemm":
         tokens = tuple(int(t) for t in (op.meta.get("expert_tokens") or (op.m,) * op.batch))
         active = sum(1 for t in tokens if t > 0)
@@ -1000,12 +1031,18 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         common.update(m=m_pad, n=cslt_segment_n(op.dtype, op.n, spec) if segment else op.n,
                       w_bytes=w_bytes, w_tile_frac=frac, w_traffic_frac=frac,
                       decomp="split_k" if searched else "stream_k" if segment else "none", split_kernel=True,
-                      tile_family=("gemm", 0, 0) if searched else ("cslt_default", 0, 0),
+                      tile_family=("cslt_searched", CUSPARSELT_SEARCHED_MIN_TOKENS.get(op.dtype, 64), 0)
+                      if searched and arch_of(spec) == "sm_90" else ("gemm", 0, 0) if searched
+                      else ("cslt_default", 0, 0),
                       fixed_s=0.0 if searched else param(spec, "cusparselt.default_plan_s"),
                       launches=launches, out_elems=float(op.batch * m_pad * op.n),
                       # per-CTA prologue/epilogue: searched plans only (fitted ~0 for the default plan,
                       # whose per-call overhead is default_plan_s)
-                      cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0)
+                      cta_cycles=param(spec, "cusparselt.cta_cycles") if searched else 0.0,
+                      # the searched plans are persistent (probe: every recorded grid <= SMs); the
+                      # default plan's grid is persistent too, but priced per wave it fits better
+                      # (fit-half MAPE 8.3 % against 9.3 % with one fill)
+                      persistent=searched and arch_of(spec) == "sm_90")
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
         if not searched:
             common.update(max_ctas=cslt_default_max_ctas(op.dtype, spec), sk_min_steps=CUSPARSELT_SEGMENT_MIN_STEPS,
@@ -1082,11 +1119,20 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
         depths = range(2, MAX_STAGES[arch] + 1)
+        if family == "simt" and not a:
+            # fp32 without Tensor Cores: H200 fit half, M = 16 takes 2.0-2.4x the time of M = 1 and
+            # about as long as M = 128 (a 64-token tile, 16/64 of it used); M = 1 is a GEMV
+            mn = tuple((tm, tn) for tm, tn in mn if tm >= 64)
+        if family == "cslt_searched":  # a = the smallest token tile of the dtype
+            tiles = [(tm, tn, kk) for tm, tn in CUSPARSELT_SEARCHED_TILES if tm >= a
+                     for kk in CUSPARSELT_SEARCHED_TK]
+        else:
+            tiles = None
         if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
             # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
             mn = tuple((tm, a) for tm in (16, 32, 64, 128))
             tk = b
-        tiles = [(tm, tn, tk) for tm, tn in mn]
+        tiles = tiles or [(tm, tn, tk) for tm, tn in mn]
     rows = []
     for tm, tn, tk in tiles:
         if REG_BYTES_PER_ACC * tm * tn > regs:

@@ -263,7 +263,7 @@ def test_cusparselt_small_m_streams_slower():
     assert prob(128, "fp16").hbm_frac == other
     assert prob(128, "bf16").hbm_frac == gpu.param(spec, "cusparselt.bf16_small_m_hbm_frac") < other
     assert prob(256, "bf16").hbm_frac == other
-    assert prob(16, "fp16", srch).hbm_frac == other and prob(16, "fp16", srch).tile_family[0] == "gemm"
+    assert prob(16, "fp16", srch).hbm_frac == other and prob(16, "fp16", srch).tile_family[0] == "cslt_searched"
     assert prob(16, "bf16", srch).hbm_frac == gpu.param(spec, "cusparselt.bf16_searched_small_m_hbm_frac") < 1.0
     assert prob(16, "bf16").peak_per_clk / prob(16, "fp16").peak_per_clk == pytest.approx(
         gpu.param(spec, "tc_rate.bf16"))
@@ -464,3 +464,73 @@ def test_one_token_tile_row_reads_the_weights_once():
     d = gpu.tile_time_scalar(p, r, 16, 128, 64, 1, 4)  # a 16-token tile: x not padded
     operands = p.x_bytes + p.w_bytes
     assert d["bytes_hbm"] == pytest.approx(operands + p.y_bytes + min(operands, r.dirty_bytes))
+
+
+def test_persistent_kernel_pays_one_fill_and_one_prologue(tiny):
+    """A persistent kernel (one CTA per slot looping over tiles) pays the pipeline fill once and the
+    CTA prologue / epilogue once per slot; a grid launched per tile pays them every wave / tile.
+    Tiny: 4 SMs, tile 128x128x64, 2 stages -> 2 CTAs per SM, 8 slots; 1024x512x128 -> 32 tiles,
+    4 waves, 2 k-steps of 2048 cycles; cta_cycles 1000; compute bound (HBM 1.4 MB / 100 GB/s)."""
+    op = Op.gemm(1024, 512, 128)
+    r = gpu.machine_rates(tiny)
+    base = gpu.tile_problem(op, "cublas", tiny)._replace(cta_cycles=1000.0)
+    per, pers = base._replace(persistent=False), base._replace(persistent=True)
+    a = gpu.tile_time_scalar(per, r, 128, 128, 64, 1, 2)
+    b = gpu.tile_time_scalar(pers, r, 128, 128, 64, 1, 2)
+    assert a["waves"] == b["waves"] == 4
+    # per wave an SM runs 2 CTAs back to back; launch 2 us, fill 1 us
+    assert a["t_s"] == pytest.approx(2e-6 + 4 * 2 * (2 * 2048 + 1000) / 1e9 + 4 * 1e-6)
+    assert b["t_s"] == pytest.approx(2e-6 + 4 * 2 * (2 * 2048) / 1e9 + 1e-6 + 2 * 1000 / 1e9)
+    for p in (per, pers):
+        t, _, rows = gpu.tile_time_vec([p], tiny)
+        for i in range(len(t)):
+            _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+            assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+
+
+def test_searched_cusparselt_menu_is_the_recorded_kernels():
+    """Every kernel a searched cuSPARSELt plan launched on the H200 probe (names
+    ..._tilesize{N}x{tokens}x{K}) is in the searched menu, bf16 only with 256-token tiles, and on
+    a persistent grid (at most one CTA per SM): what `persistent=True` prices."""
+    import json
+    import re
+
+    from simsparse.validate import DATA_DIR
+
+    spec = hwmodels.load("h200")
+    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl"
+    if not path.exists():
+        pytest.skip("no kernel probe data")
+    seen = 0
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("variant") != "cslt_sparse_mm_searched_cudagraph" or not r.get("kernels"):
+                continue
+            for kern in r["kernels"]:
+                if "sparse_gemm" not in kern["name"]:
+                    continue
+                n_t, tok, k_t = (int(x) for x in re.search(r"tilesize(\d+)x(\d+)x(\d+)", kern["name"]).groups())
+                assert (tok, n_t) in gpu.CUSPARSELT_SEARCHED_TILES and k_t in gpu.CUSPARSELT_SEARCHED_TK
+                assert tok >= gpu.CUSPARSELT_SEARCHED_MIN_TOKENS[r["dtype"]]
+                assert math.prod(kern["grid"]) <= spec.sm_count
+                seen += 1
+    assert seen > 1000
+    for dtype, lo in gpu.CUSPARSELT_SEARCHED_MIN_TOKENS.items():
+        op = Op.gemm(4096, 4096, 4096, dtype=dtype, weight=NM(2, 4))
+        p = gpu.tile_problem(op, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph")
+        assert p.persistent and not gpu.tile_problem(op, "cusparselt", spec).persistent
+        cfg = gpu.tile_configs(op, "cusparselt", spec, "cslt_sparse_mm_searched_cudagraph")
+        assert cfg[:, 0].min() >= lo
+
+
+def test_fp32_cublas_tiles_at_least_64_tokens_except_gemv():
+    """CUDA-core sgemm: M = 16 runs a 64-token tile (a quarter used), so it costs about what M = 64
+    costs, while M = 1 is a GEMV kernel and streams the weights."""
+    spec = hwmodels.load("h200")
+    cfg16 = gpu.tile_configs(Op.gemm(16, 4096, 4096, dtype="fp32"), "cublas", spec)
+    assert cfg16[:, 0].min() >= 64
+    assert gpu.tile_configs(Op.gemm(1, 4096, 4096, dtype="fp32"), "cublas", spec)[:, 0].min() < 64
+    t16, t64 = (float(gpu.evaluate(Op.gemm(m, 4096, 4096, dtype="fp32"), spec, ("cublas",))[0].min())
+                for m in (16, 64))
+    assert t16 == pytest.approx(t64, rel=0.05)
