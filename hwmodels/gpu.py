@@ -210,6 +210,9 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "power limit lowers clocks less for bf16's narrower mantissa)"),
     Param("cublas.tc_eff", 0.75, 0.2, 1.0, "achieved fraction of the dense Tensor-Core issue rate in "
           "cuBLAS main loops"),
+    Param("epilogue_bytes_per_clk", 1e6, 8.0, 1e6, "bytes of output tile per SM clock a persistent kernel's "
+          "epilogue writes out (registers -> shared memory -> TMA store) without overlapping the next tile's "
+          "main loop; 1e6 = fully hidden"),
     Param("cublas.simt_eff", 0.8, 0.2, 1.0, "achieved fraction of CUDA-core FP32 FMA peak in cuBLAS "
           "SGEMM (fp32 with TF32 off)"),
     Param("cusparselt.tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse Tensor-Core issue "
@@ -407,13 +410,14 @@ class TileProblem(NamedTuple):
     # overlap the current tile's epilogue, so the pipeline fill and the CTA prologue / epilogue
     # (cta_cycles) are paid once per resident CTA, not once per tile and wave
     persistent: bool = False
+    epilogue_s: float = 0.0  # persistent: seconds per output tile byte its epilogue does not overlap
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
                 self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
-                self.persistent)
+                self.persistent, self.epilogue_s)
 
 
 @dataclass(frozen=True)
@@ -496,7 +500,8 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     sfu = p.sfu_per_mk * tm * tk
     step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step
     # SM time of one CTA (issue slots shared by the CTAs resident on the SM) + its prologue/epilogue
-    t_cta = (k_iters * step + (0.0 if p.persistent else p.cta_cycles)) / r.clock_hz
+    t_cta = (k_iters * step + (0.0 if p.persistent else p.cta_cycles)) / r.clock_hz \
+        + p.epilogue_s * (1 + p.q_once) * tm * tn * p.elem_bytes
     # one CTA's dependent chain: its issue time plus the per-step latency (block index load) that
     # other resident CTAs hide (an SM is never faster than one CTA's chain)
     t_chain = t_cta + k_iters * p.latency_per_step / r.clock_hz
@@ -658,7 +663,8 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  hbm_scale=np.full(len(cfg), 1.0 / p.hbm_frac),
                  br=np.full(len(cfg), float(p.block_rows)), a_step_bytes=a_step, w_step_bytes=w_step,
                  step_s=step / r.clock_hz, lat_s=np.full(len(cfg), p.latency_per_step / r.clock_hz),
-                 cta_s=np.full(len(cfg), 0.0 if p.persistent else p.cta_cycles / r.clock_hz),
+                 cta_s=(0.0 if p.persistent else p.cta_cycles / r.clock_hz)
+                 + p.epilogue_s * (1 + p.q_once) * tm * tn * eb,
                  wave_fill_s=np.full(len(cfg), 0.0 if p.persistent else r.mem_latency_s),
                  once_fill_s=np.full(len(cfg), r.mem_latency_s if p.persistent else 0.0),
                  once_cta_s=np.full(len(cfg), p.cta_cycles / r.clock_hz if p.persistent else 0.0), tnk_s=tn * tk / r.clock_hz, tile_out=(1 + p.q_once) * tm * tn * eb,
@@ -983,6 +989,11 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
     return TileProblem._make((*t[:_OP_LO], *fields, *t[_OP_HI:]))
 
 
+def _epilogue_s(spec: GPUSpec) -> float:
+    """Seconds per output byte of a persistent kernel's epilogue that its next tile does not hide."""
+    return 1.0 / (param(spec, "epilogue_bytes_per_clk") * spec.clock_hz)
+
+
 def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:
     """The TileProblem of `op` run by tile kernel `kernel` on `spec` (every field spelled out)."""
     b = float(op.dtype_bytes)
@@ -1002,9 +1013,10 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         if not tc:  # CUDA-core (SIMT) sgemm: tiles of >= 64 tokens; one token runs a GEMV kernel
             common["tile_family"] = ("simt", int(op.m == 1), 0)
         # cuBLAS's Hopper kernels (nvjet_sm90_*) are persistent: every recorded grid <= SMs (probe)
+        persistent = arch_of(spec) == "sm_90" and tc
         return TileProblem(peak_per_clk=peak * eff, **{**common, "decomp": "split_k+stream_k",
-                                                       "persistent": arch_of(spec) == "sm_90" and eff > 0
-                                                       and spec.tc_flops_per_clk_per_sm.get(op.dtype, 0) > 0})
+                                                       "persistent": persistent,
+                                                       "epilogue_s": _epilogue_s(spec) if persistent else 0.0})
     if kernel == "grouped_gemm":
         tokens = tuple(int(t) for t in (op.meta.get("expert_tokens") or (op.m,) * op.batch))
         active = sum(1 for t in tokens if t > 0)
@@ -1042,7 +1054,8 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
                       # the searched plans are persistent (probe: every recorded grid <= SMs); the
                       # default plan's grid is persistent too, but priced per wave it fits better
                       # (fit-half MAPE 8.3 % against 9.3 % with one fill)
-                      persistent=searched and arch_of(spec) == "sm_90")
+                      persistent=searched and arch_of(spec) == "sm_90",
+                      epilogue_s=_epilogue_s(spec) if searched and arch_of(spec) == "sm_90" else 0.0)
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
         if not searched:
             common.update(max_ctas=cslt_default_max_ctas(op.dtype, spec), sk_min_steps=CUSPARSELT_SEGMENT_MIN_STEPS,

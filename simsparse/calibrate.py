@@ -36,7 +36,8 @@ from simsparse.validate import DATA_DIR, UNSEEN_CAMPAIGNS, Case, Dataset, load, 
 
 # family → (cases selector, free parameters)
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cublas": ("cublas:half", ("cublas.tc_eff", "tc_rate.bf16", "gemm_hbm_eff", "mem_latency_s", "l2_dirty_frac")),
+    "cublas": ("cublas:half", ("cublas.tc_eff", "tc_rate.bf16", "gemm_hbm_eff", "mem_latency_s", "l2_dirty_frac",
+                               "epilogue_bytes_per_clk")),
     "cublas_fp32": ("cublas:fp32", ("cublas.simt_eff",)),
     "cusparselt": ("cusparselt:searched", ("cusparselt.tc_eff", "cusparselt.cta_cycles", "cusparselt.hbm_frac",
                                            "cusparselt.bf16_searched_small_m_hbm_frac")),
@@ -59,7 +60,8 @@ SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_e
             "cusparselt.default_plan_s", "cusparselt.segment_fixup_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.cycles_per_segment_colmajor",
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
-            "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac")
+            "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac",
+            "epilogue_bytes_per_clk")
 
 
 @dataclass
