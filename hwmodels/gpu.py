@@ -210,9 +210,9 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "power limit lowers clocks less for bf16's narrower mantissa)"),
     Param("cublas.tc_eff", 0.75, 0.2, 1.0, "achieved fraction of the dense Tensor-Core issue rate in "
           "cuBLAS main loops"),
-    Param("epilogue_bytes_per_clk", 1e6, 8.0, 1e6, "bytes of output tile per SM clock a persistent kernel's "
+    Param("epilogue_bytes_per_clk", 0.0, 0.0, 1e5, "bytes of output tile per SM clock a persistent kernel's "
           "epilogue writes out (registers -> shared memory -> TMA store) without overlapping the next tile's "
-          "main loop; 1e6 = fully hidden"),
+          "main loop; 0 (the prior) = fully hidden"),
     Param("cublas.simt_eff", 0.8, 0.2, 1.0, "achieved fraction of CUDA-core FP32 FMA peak in cuBLAS "
           "SGEMM (fp32 with TF32 off)"),
     Param("cusparselt.tc_eff", 0.55, 0.1, 1.0, "achieved fraction of the 2:4 sparse Tensor-Core issue "
@@ -990,8 +990,10 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
 
 
 def _epilogue_s(spec: GPUSpec) -> float:
-    """Seconds per output byte of a persistent kernel's epilogue that its next tile does not hide."""
-    return 1.0 / (param(spec, "epilogue_bytes_per_clk") * spec.clock_hz)
+    """Seconds per output byte of a persistent kernel's epilogue that its next tile does not hide
+    (0 where the spec has no fitted `epilogue_bytes_per_clk`)."""
+    bpc = param(spec, "epilogue_bytes_per_clk")
+    return 1.0 / (bpc * spec.clock_hz) if bpc > 0 else 0.0
 
 
 def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> TileProblem:

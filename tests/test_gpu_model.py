@@ -481,6 +481,11 @@ def test_persistent_kernel_pays_one_fill_and_one_prologue(tiny):
     # per wave an SM runs 2 CTAs back to back; launch 2 us, fill 1 us
     assert a["t_s"] == pytest.approx(2e-6 + 4 * 2 * (2 * 2048 + 1000) / 1e9 + 4 * 1e-6)
     assert b["t_s"] == pytest.approx(2e-6 + 4 * 2 * (2 * 2048) / 1e9 + 1e-6 + 2 * 1000 / 1e9)
+    # an epilogue at 32 B/clk: each of the 8 tiles an SM runs writes 128x128x2 B = 1024 cycles unhidden
+    epi = pers._replace(epilogue_s=1 / (32 * 1e9))
+    c = gpu.tile_time_scalar(epi, r, 128, 128, 64, 1, 2)
+    assert c["t_s"] - b["t_s"] == pytest.approx(4 * 2 * 1024 / 1e9)
+    per, pers = per, epi
     for p in (per, pers):
         t, _, rows = gpu.tile_time_vec([p], tiny)
         for i in range(len(t)):
