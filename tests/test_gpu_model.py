@@ -393,35 +393,38 @@ def test_flash_llm_needs_ampere_or_later():
     assert "sm_80" in KERNELS["flash_llm"].why_not(op, hwmodels.load("v100"))
 
 
+def _probe_rows(variant: str):
+    """Rows of the H200 kernel probe (fit-half shapes) of one call path that recorded kernels."""
+    import json
+
+    from simsparse.validate import DATA_DIR
+
+    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl"
+    if not path.exists():
+        pytest.skip("no kernel probe data")
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if r.get("variant") == variant and r.get("kernels")]
+
+
 def test_cusparselt_default_plan_is_the_recorded_kernel():
     """The default plan as the profiler recorded it on the H200 (probe campaign, fit-half shapes):
     one 128 (N) x 256 (tokens) tile, a persistent grid of 120 CTAs (fp16, clusters of 4) or 132
     (bf16), segment-K where `cslt_segment_k` says. Expected values are the recorded kernel names
     and grids; fast and reference problems, vector and scalar prices and batches agree."""
-    import json
-
-    from simsparse.validate import DATA_DIR
-
     spec = hwmodels.load("h200")
-    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl"
-    if not path.exists():
-        pytest.skip("no kernel probe data")
     seen = 0
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("variant") != "cslt_sparse_mm" or not r.get("kernels"):
-                continue
-            kern = next(k for k in r["kernels"] if k["cat"] == "kernel")
-            assert "tilesize128x256x64" in kern["name"]
-            on = "segment_k_on" in kern["name"]
-            assert gpu.cslt_segment_k(r["dtype"], r["m_pad"], r["n"], r["k"], spec) == on, r["shape"]
-            ctas = math.prod(kern["grid"])
-            cap = gpu.cslt_default_max_ctas(r["dtype"], spec)
-            assert ctas <= cap
-            if not on:  # data-parallel: one CTA per (cluster-rounded) tile up to the persistent grid
-                assert ctas == min(gpu.cslt_default_tiles(r["dtype"], r["m_pad"], r["n"], spec), cap)
-            seen += 1
+    for r in _probe_rows("cslt_sparse_mm"):
+        kern = next(k for k in r["kernels"] if k["cat"] == "kernel")
+        assert "tilesize128x256x64" in kern["name"]
+        on = "segment_k_on" in kern["name"]
+        assert gpu.cslt_segment_k(r["dtype"], r["m_pad"], r["n"], r["k"], spec) == on, r["shape"]
+        ctas = math.prod(kern["grid"])
+        cap = gpu.cslt_default_max_ctas(r["dtype"], spec)
+        assert ctas <= cap
+        if not on:  # data-parallel: one CTA per (cluster-rounded) tile up to the persistent grid
+            assert ctas == min(gpu.cslt_default_tiles(r["dtype"], r["m_pad"], r["n"], spec), cap)
+        seen += 1
     assert seen > 1000
     assert gpu.cslt_default_max_ctas("fp16", spec) == 120 and gpu.cslt_default_max_ctas("bf16", spec) == 132
 
@@ -497,29 +500,19 @@ def test_searched_cusparselt_menu_is_the_recorded_kernels():
     """Every kernel a searched cuSPARSELt plan launched on the H200 probe (names
     ..._tilesize{N}x{tokens}x{K}) is in the searched menu, bf16 only with 256-token tiles, and on
     a persistent grid (at most one CTA per SM): what `persistent=True` prices."""
-    import json
     import re
 
-    from simsparse.validate import DATA_DIR
-
     spec = hwmodels.load("h200")
-    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl"
-    if not path.exists():
-        pytest.skip("no kernel probe data")
     seen = 0
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("variant") != "cslt_sparse_mm_searched_cudagraph" or not r.get("kernels"):
+    for r in _probe_rows("cslt_sparse_mm_searched_cudagraph"):
+        for kern in r["kernels"]:
+            if "sparse_gemm" not in kern["name"]:
                 continue
-            for kern in r["kernels"]:
-                if "sparse_gemm" not in kern["name"]:
-                    continue
-                n_t, tok, k_t = (int(x) for x in re.search(r"tilesize(\d+)x(\d+)x(\d+)", kern["name"]).groups())
-                assert (tok, n_t) in gpu.CUSPARSELT_SEARCHED_TILES and k_t in gpu.CUSPARSELT_SEARCHED_TK
-                assert tok >= gpu.CUSPARSELT_SEARCHED_MIN_TOKENS[r["dtype"]]
-                assert math.prod(kern["grid"]) <= spec.sm_count
-                seen += 1
+            n_t, tok, k_t = (int(x) for x in re.search(r"tilesize(\d+)x(\d+)x(\d+)", kern["name"]).groups())
+            assert (tok, n_t) in gpu.CUSPARSELT_SEARCHED_TILES and k_t in gpu.CUSPARSELT_SEARCHED_TK
+            assert tok >= gpu.CUSPARSELT_SEARCHED_MIN_TOKENS[r["dtype"]]
+            assert math.prod(kern["grid"]) <= spec.sm_count
+            seen += 1
     assert seen > 1000
     for dtype, lo in gpu.CUSPARSELT_SEARCHED_MIN_TOKENS.items():
         op = Op.gemm(4096, 4096, 4096, dtype=dtype, weight=NM(2, 4))
