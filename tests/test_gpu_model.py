@@ -532,3 +532,17 @@ def test_fp32_cublas_tiles_at_least_64_tokens_except_gemv():
     t16, t64 = (float(gpu.evaluate(Op.gemm(m, 4096, 4096, dtype="fp32"), spec, ("cublas",))[0].min())
                 for m in (16, 64))
     assert t16 == pytest.approx(t64, rel=0.05)
+
+
+def test_sign_accuracy_margin_leaves_out_near_even_pairs():
+    """Pairs (sparse, dense) as plain timings: a measured 2 % win predicted as a loss counts
+    against the sign, but not once pairs within 5 % of break-even are left out."""
+    from types import SimpleNamespace as C
+
+    from simsparse.validate import sign_accuracy
+
+    near = (C(measured_s=1.00, predicted_s=1.10), C(measured_s=1.02, predicted_s=1.00))  # wrong, 2 % win
+    clear = (C(measured_s=1.00, predicted_s=1.00), C(measured_s=1.50, predicted_s=1.40))  # right, 50 % win
+    assert sign_accuracy([near, clear]) == 0.5
+    assert sign_accuracy([near, clear], margin=0.05) == 1.0
+    assert math.isnan(sign_accuracy([near], margin=0.05))
