@@ -251,6 +251,13 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "into shared memory (serial with the MMA)"),
     Param("flash_attention.tc_eff", 0.75, 0.1, 1.0, "achieved Tensor-Core fraction in fused attention "
           "(FlashAttention-3: 740 TFLOPS fp16 = 75 % of H100 peak)"),
+    Param("flash_attention.fixed_s", 0.0, 0.0, 5e-5, "fused attention's device time per call besides the "
+          "tile work (softmax statistics set-up, output normalisation pass)"),
+    Param("flash_attention.hbm_frac", 1.0, 0.5, 1.33, "fused attention's HBM throughput relative to "
+          "gemm_hbm_eff (decode streams the KV cache read-only)"),
+    Param("flash_attention.fa2_tc_eff", 0.35, 0.1, 1.0, "achieved Tensor-Core fraction of FlashAttention-2 "
+          "(torch's flash SDPA backend), softmax serial with the MMA (FlashAttention-3 paper: FA2 reaches "
+          "35 % of H100 peak)"),
     Param("cusparse_csr.flop_eff", 0.1, 0.001, 1.0, "achieved fraction of CUDA-core FP32 FMA peak on "
           "the nnz·M products of CSR SpMM with a row-major dense operand (torch)"),
     Param("cusparse_csr.cycles_per_segment_colmajor", 1.0, 0.001, 100.0, "column-major dense operand "
@@ -411,13 +418,16 @@ class TileProblem(NamedTuple):
     # (cta_cycles) are paid once per resident CTA, not once per tile and wave
     persistent: bool = False
     epilogue_s: float = 0.0  # persistent: seconds per output tile byte its epilogue does not overlap
+    # k-steps of the longest CTA over the average CTA's (causal attention: the last query tile
+    # sees every key, the average half of them); an SM's wave is never shorter than that CTA
+    longest_cta: float = 1.0
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
                 self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
-                self.persistent, self.epilogue_s)
+                self.persistent, self.epilogue_s, self.longest_cta)
 
 
 @dataclass(frozen=True)
@@ -527,7 +537,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     inflight_bw = stages * max(stage_bytes, 1.0) / r.mem_latency_s  # Little's law, one CTA
 
     def wave(n_ctas: int) -> tuple[float, float]:
-        compute = max(math.ceil(n_ctas / r.sm_count) * t_cta, t_chain)
+        compute = max(math.ceil(n_ctas / r.sm_count) * t_cta, t_chain, p.longest_cta * t_cta)
         memory = max(n_ctas * hbm_per_cta / (r.hbm_bw * p.hbm_frac), cta_bytes / inflight_bw)
         return compute, memory
 
@@ -601,9 +611,11 @@ class _Grid:
     has_sk: bool = False
     has_lat: bool = False
     persistent: bool = False
+    longest: float = 1.0
 
 
-_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__ if f not in ("has_sk", "has_lat", "persistent"))
+_ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__
+                      if f not in ("has_sk", "has_lat", "persistent", "longest"))
 _GRIDS: OrderedDict[tuple, tuple[GPUSpec, _Grid]] = OrderedDict()
 
 
@@ -619,13 +631,14 @@ def _grid(problems: list[TileProblem], spec: GPUSpec, r: MachineRates, split: bo
     elif len(problems) == 1:
         full = _grid(problems, spec, r)
         g = _Grid(**{f: getattr(full, f)[full.s_is1] for f in _ARRAY_FIELDS}, has_sk=full.has_sk,
-                  has_lat=full.has_lat, persistent=full.persistent)
+                  has_lat=full.has_lat, persistent=full.persistent, longest=full.longest)
     else:
         parts = [_grid(problems[i:i + 1], spec, r, split) for i in range(len(problems))]
         cols = {f: np.concatenate([getattr(q, f) for q in parts]) for f in _ARRAY_FIELDS}
         cols["has_sk"] = any(q.has_sk for q in parts)
         cols["has_lat"] = any(q.has_lat for q in parts)
         cols["persistent"] = any(q.persistent for q in parts)
+        cols["longest"] = max(q.longest for q in parts)
         cols["which"] = np.concatenate([np.full(len(q.which), i, dtype=np.int64) for i, q in enumerate(parts)])
         cols["rows"] = np.column_stack([cols["which"], cols["cfg"]])
         g = _Grid(**cols)
@@ -676,7 +689,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
                  sk_min=np.full(len(cfg), float(p.sk_min_steps)), sk_fix=sk * p.sk_fixup_s,
                  rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
-                 has_lat=p.latency_per_step > 0, persistent=p.persistent)
+                 has_lat=p.latency_per_step > 0, persistent=p.persistent, longest=p.longest_cta)
 
 
 _SPLIT = np.array(SPLIT_K, dtype=np.int64)
@@ -800,6 +813,8 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
     if g.has_lat:  # an SM is never faster than one CTA's chain (issue + the latency others hide)
         chain = t_cta + k_iters * g.lat_s
         c_full, c_tail = np.maximum(c_full, chain), np.maximum(c_tail, chain) * (tail > 0)
+    if g.longest > 1.0:  # nor than its longest CTA (causal attention)
+        c_full, c_tail = np.maximum(c_full, g.longest * t_cta), np.maximum(c_tail, g.longest * t_cta) * (tail > 0)
     main = (full * np.maximum(c_full, np.maximum(g.slots * hbm_cta_t, per_cta_mem))
             + np.maximum(c_tail, np.maximum(tail * hbm_cta_t, per_cta_mem) * (tail > 0))
             + waves * g.wave_fill_s)
@@ -1093,16 +1108,23 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         # O = P·V (2 GEMMs), K and V tiles loaded (w_tile_frac 2), Q held once
         hd = a.head_dim
         group = a.heads // a.n_kv_heads
-        overlap = spec.arch == "sm_90"  # FA3 overlaps softmax with the MMA on Hopper
+        # FA3 / cuDNN overlap softmax with the MMA on Hopper; FlashAttention-2 (torch's flash
+        # backend, variant sdpa_flash) runs them one after the other on every architecture
+        fa2 = variant == "sdpa_flash"
+        overlap = spec.arch == "sm_90" and not fa2
+        eff = param(spec, "flash_attention.fa2_tc_eff" if fa2 else "flash_attention.tc_eff")
         return TileProblem(kernel=kernel, elem_bytes=b, w_tile_frac=2.0, a_per_step=0.0, q_once=1.0,
-                           flop_mult=2.0, peak_per_clk=peak * param(spec, "flash_attention.tc_eff"),
+                           flop_mult=2.0, peak_per_clk=peak * eff,
                            sfu_per_mk=1.0 / SFU_OPS_PER_CLK if overlap else 0.0,
                            serial_per_nk=0.0 if overlap else 1.0 / (SFU_OPS_PER_CLK * hd),
                            w_traffic_frac=2.0, serial_per_step=0.0, block_rows=hd, tile_family=("flash_attention", hd, 0),
                            decomp="split_k", split_kernel=True,
                            m=a.q_len * group, n=hd, k=a.kv_len, batch=a.batch * a.n_kv_heads,
                            block_density=a.score_fraction, x_bytes=float(dense["x"]), w_bytes=float(dense["w"]),
-                           y_bytes=float(dense["y"]), out_elems=float(op.numel_out), launches=1)
+                           y_bytes=float(dense["y"]), out_elems=float(op.numel_out), launches=1,
+                           fixed_s=param(spec, "flash_attention.fixed_s"),
+                           hbm_frac=param(spec, "flash_attention.hbm_frac"),
+                           longest_cta=1.0 / a.score_fraction if a.causal else 1.0)
     raise ValueError(f"kernel: {kernel!r} is not a tile kernel; allowed: {', '.join(TILE_KERNELS)}")
 
 
@@ -1126,7 +1148,11 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
                   q_once: float, smem: float, regs: float) -> np.ndarray:
     """Rows (tm, tn, tk, stages): per library tile, the deepest pipeline for each occupancy."""
     if family == "flash_attention":  # a = head_dim: one tile spans the head; FA keeps 2 stages
-        tiles = [(br, a, bc) for br, bc in ATTN_TILES]
+        # FlashAttention-2/3 and cuDNN's fused kernels on sm_80 / sm_90 fix Br = 128 query rows
+        # per CTA (H200 measurements: a causal 512-1024 sequence takes as long as a full one,
+        # which tiles of 64 would spread)
+        # (decode too: at a large batch FA2 runs one token per 128-row tile, 64x the MMA work)
+        tiles = [(br, a, bc) for br, bc in ATTN_TILES if br == 128 or arch not in ("sm_80", "sm_90")]
         depths = range(2, 3)
     else:
         tk = max(16, int(TILE_K_BYTES[arch] / elem_bytes))

@@ -54,6 +54,10 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
                                                 "cusparse_bsr.cycles_per_value_fp32")),
     "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s")),
     "act_gemv": ("act_gemv", ("act_gemv.hbm_eff", "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s")),
+    # fused attention (torch SDPA): cuDNN's Hopper kernel (softmax overlapped), then FlashAttention-2
+    "flash_attention": ("flash_attention:cudnn", ("flash_attention.tc_eff", "flash_attention.fixed_s",
+                                                  "flash_attention.hbm_frac")),
+    "flash_attention_fa2": ("flash_attention:fa2", ("flash_attention.fa2_tc_eff",)),
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
@@ -61,7 +65,7 @@ SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_e
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac",
-            "epilogue_bytes_per_clk")
+            "epilogue_bytes_per_clk", "flash_attention.tc_eff", "flash_attention.fa2_tc_eff", "flash_attention.fixed_s")
 
 
 @dataclass
@@ -81,6 +85,8 @@ def _select(cases: list[Case], selector: str) -> list[Case]:
         out = [c for c in out if c.op.dtype == "fp32"]
     elif sub == "searched":
         out = [c for c in out if c.variant == "cslt_sparse_mm_searched_cudagraph"]
+    elif sub in ("fa2", "cudnn"):
+        out = [c for c in out if c.variant == ("sdpa_flash" if sub == "fa2" else "sdpa_cudnn")]
     elif sub == "default":
         out = [c for c in out if c.variant != "cslt_sparse_mm_searched_cudagraph"]
     return out

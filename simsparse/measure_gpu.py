@@ -120,7 +120,16 @@ RESNET_SHAPES = [
 RESNET_M = [784, 1568, 3136, 6272, 12544, 25088]
 RESNET_M_SPARSE = {784, 3136, 6272, 12544}
 
-PHASES = ("ceilings", "dense24", "act", "csr", "bsr", "cupy", "bsr32")
+PHASES = ("ceilings", "dense24", "act", "csr", "bsr", "cupy", "bsr32", "attn")
+# fused attention geometries (batch, heads, kv_heads, q_len, kv_len, head_dim, causal): prefill of
+# one sequence and of a batch (MHA and GQA 4:1, head_dim 64 and 128, causal or not) and decode
+# (one query token against a KV cache, as serving runs it)
+ATTN_GEOMS = (
+    [(1, 32, kvh, L, L, d, c) for kvh in (32, 8) for L in (512, 1024, 2048, 4096, 8192) for d in (64, 128)
+     for c in (False, True)]
+    + [(8, 32, kvh, L, L, d, c) for kvh in (32, 8) for L in (512, 2048) for d in (64, 128) for c in (False, True)]
+    + [(b, 32, kvh, 1, kv, 128, False) for kvh in (32, 8) for kv in (512, 2048, 8192, 32768) for b in (1, 16, 64)])
+ATTN_VARIANTS = ("sdpa_flash", "sdpa_cudnn")
 CSR_DENSITIES = [0.5, 0.3, 0.1, 0.05, 0.01]
 BSR_DENSITIES = [0.5, 0.2, 0.1, 0.05]
 BSR_BLOCKS = [16, 32]
@@ -735,6 +744,45 @@ class Campaign:
             print(f"  [{self.elapsed():6.1f}s] dense+2:4 {tag} {n}x{k} done "
                   f"({len(self.w.rows)} rows)", flush=True)
 
+    def phase_attention(self, geoms, frac):
+        """Fused attention (torch SDPA, one backend at a time) over ATTN_GEOMS, fp16 and bf16."""
+        kg = self.kg
+        for i, (b, h, hkv, lq, lkv, d, causal) in enumerate(geoms):
+            if self.past(frac):
+                print(f"  attention phase: deadline, stopping at geometry {i}", flush=True)
+                return
+            self.group()
+            for dt in ("fp16", "bf16"):
+                q, k, v = kg.attention_inputs(b, h, hkv, lq, lkv, d, kg.DTYPES[dt], seed_of("attn", b, h, hkv, lq, lkv, d))
+                base = {"kind": "attention", "batch": b, "heads": h, "kv_heads": hkv, "q_len": lq, "kv_len": lkv,
+                        "head_dim": d, "causal": causal, "m": lq, "n": d, "k": lkv, "pattern": "dense",
+                        "density": 1.0, "block": None,
+                        "flops": 4.0 * b * h * lq * lkv * d * (0.5 if causal and lq == lkv else 1.0)}
+                for var in ATTN_VARIANTS:
+                    try:
+                        prep = kg.prepare_sdpa(q, k, v, causal, var)
+                        res = self.timer.time(prep.fn, cap_s=self.args.cap_ms * 1e-3)
+                        if "skipped" in res:
+                            self.skip_row(base, prep, dt, res.pop("skipped"), **res)
+                            continue
+                        if self.args.profile_kernels:
+                            try:
+                                res["kernels"] = kg.launched_kernels(prep.fn)
+                            except Exception as exc:  # noqa: BLE001 - the timing stands without it
+                                res["kernels_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                        err, finite = kg.attention_error(prep.fn(), q, k, v, causal)
+                        tol = TOLERANCE[dt]
+                        self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant, "call": prep.call,
+                                      "dtype": dt, "layout": prep.layout, **res, "rel_err": err, "finite": finite,
+                                      "ok": bool(finite and err <= tol), "tolerance": tol,
+                                      "check": "batch 0, first and last head, <= 64 query rows vs fp32"})
+                    except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
+                        self.error_row(base, kg.prepare_sdpa_tag(var), exc, dtype=dt)
+                del q, k, v
+            torch.cuda.empty_cache()
+        print(f"  [{self.elapsed():6.1f}s] attention: {len(geoms)} geometries done ({len(self.w.rows)} rows)",
+              flush=True)
+
     def _cusparselt_point(self, base, x, w24, ref, dt, search: bool):
         kg = self.kg
         for prep_fn in (kg.prepare_cusparselt_linear, kg.prepare_cslt_sparse_mm):
@@ -950,6 +998,8 @@ def run(args, kg) -> int:
             c._sparse_series("cupy_csr", cupy_shapes, [0.1] if q else CUPY_DENSITIES, [None],
                              ("fp16", "fp32"), [kg.prepare_cupy_csr], frac=0.94,
                              m_filter=lambda m: m in CUPY_M)
+        if "attn" in ph:
+            c.phase_attention(ATTN_GEOMS[:6] if q else ATTN_GEOMS, frac=0.99)
         if "bsr32" in ph:
             # fp32 BSR on a subset, against fp32 cuBLAS
             c._sparse_series("torch_bsr", cupy_shapes, [0.1] if q else [0.2, 0.05], BSR_BLOCKS,

@@ -38,7 +38,7 @@ import hwmodels
 from hwmodels import gpu as model
 from hwmodels.spec import GPUSpec
 from simsparse.core.mapping import Mapping
-from simsparse.core.ops import Op
+from simsparse.core.ops import AttnGeom, Op
 from simsparse.core.sparsity import NM, Activation, Block, Dense, Sparsity, Unstructured
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "validation" / "data"
@@ -68,12 +68,20 @@ KERNEL_MAP: dict[tuple[str, str | None], tuple[str, str | None]] = {
     ("torch_bsr", "torch_bsr_matmul"): ("cusparse_bsr", "torch_bsr_matmul"),
     ("torch_bsr", "triton_bsr_dense_mm"): ("bsr_tc", "triton_bsr_dense_mm"),
     ("act_gemv", "cupy_fused_gather_gemv"): ("act_gemv", "cupy_fused_gather_gemv"),
+    ("flash_attention", "sdpa_flash"): ("flash_attention", "sdpa_flash"),
+    ("flash_attention", "sdpa_cudnn"): ("flash_attention", "sdpa_cudnn"),
 }
 
 
 def half_of(n: int, k: int) -> str:
     """The deterministic shape split: crc32 of 'NxK' even → 'fit', odd → 'holdout'."""
     return "fit" if zlib.crc32(f"{int(n)}x{int(k)}".encode()) % 2 == 0 else "holdout"
+
+
+def attention_half(q_len: int, kv_len: int, head_dim: int) -> str:
+    """The split of attention rows by sequence shape: crc32 of 'attn QxKVxD' even → 'fit' (every
+    batch, head count and mask of one (q_len, kv_len, head_dim) stays in one half)."""
+    return "fit" if zlib.crc32(f"attn {int(q_len)}x{int(kv_len)}x{int(head_dim)}".encode()) % 2 == 0 else "holdout"
 
 
 @dataclass
@@ -137,7 +145,7 @@ def _weight(row: dict[str, Any]) -> Sparsity:
 
 def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
     """A measured row as a Case, or None and the reason it is not one."""
-    if row.get("kind") not in ("gemm", "gemv"):
+    if row.get("kind") not in ("gemm", "gemv", "attention"):
         return None, f"kind {row.get('kind')}"
     if row.get("error"):
         return None, "error row"
@@ -159,6 +167,17 @@ def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
         target = ("bsr_tc", "torch_bsr_triton")
     if target is None:
         return None, f"not modelled: {kern}/{var}"
+    host = row.get("host_call_s")
+    if row["kind"] == "attention":
+        try:
+            geom = AttnGeom(int(row["batch"]), int(row["heads"]), int(row["q_len"]), int(row["kv_len"]),
+                            int(row["head_dim"]), kv_heads=int(row["kv_heads"]), causal=bool(row["causal"]))
+            op = Op.attention(geom, dtype=row["dtype"])
+        except (ValueError, KeyError, TypeError) as e:
+            return None, f"unparseable ({e})"
+        return Case(row, op, target[0], target[1], float(row["t_s"]),
+                    attention_half(geom.q_len, geom.kv_len, geom.head_dim), source,
+                    host_s=float(host) if host else None), ""
     try:
         act = None
         if row.get("pattern") == "activation":
@@ -167,7 +186,6 @@ def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
                      activation=act)
     except (ValueError, KeyError, TypeError) as e:
         return None, f"unparseable ({e})"
-    host = row.get("host_call_s")
     return Case(row, op, target[0], target[1], float(row["t_s"]), half_of(row["n"], row["k"]), source,
                 host_s=float(host) if host else None), ""
 

@@ -43,7 +43,9 @@ def check_rows(rows: list[dict], name: str = "rows") -> None:
             assert not missing, f"{where}: missing {missing}"
             assert r["value"] is None or r["value"] > 0, where
             continue
-        assert r["kind"] in ("gemm", "gemv"), where
+        assert r["kind"] in ("gemm", "gemv", "attention"), where
+        if r["kind"] == "attention":
+            assert all(f in r for f in ("batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim", "causal")), where
         missing = [f for f in mg.REQUIRED_FIELDS if f not in r]
         assert not missing, f"{where}: missing {missing}"
         assert r["dtype"] in mg.TOLERANCE, where
@@ -80,7 +82,9 @@ def test_checked_in_rows_follow_the_schema(path):
 @pytest.mark.skipif(not _gpu_campaign_files(), reason="no measure_gpu data checked in")
 def test_checked_in_campaigns_cover_dense_and_2to4_everywhere():
     for path in _gpu_campaign_files():
-        rows = [r for r in _read(path) if r["kind"] != "ceiling" and r["t_s"] is not None]
+        rows = [r for r in _read(path) if r["kind"] in ("gemm", "gemv") and r["t_s"] is not None]
+        if not rows:  # an attention-only campaign
+            continue
         by_kernel = defaultdict(set)
         for r in rows:
             by_kernel[(r["kernel"], r["dtype"])].add((r["m"], r["n"], r["k"]))
@@ -169,3 +173,17 @@ def test_quick_campaign_on_gpu(tmp_path):
     check_rows(rows, out.name)
     kernels = {r["kernel"] for r in rows if r["kind"] != "ceiling" and r["ok"]}
     assert {"cublas", "cusparselt", "act_gemv"} <= kernels
+
+
+def test_attention_check_catches_a_wrong_mask():
+    """The attention correctness check: torch's own SDPA output passes, the output of the other
+    mask (causal vs not) fails by far (CPU, fp32)."""
+    torch = pytest.importorskip("torch")
+    from simsparse.kernels import gpu as kg
+
+    for causal in (False, True):
+        q = torch.randn(1, 4, 48, 32, generator=torch.Generator().manual_seed(1))
+        k, v = (torch.randn(1, 2, 48, 32, generator=torch.Generator().manual_seed(s)) for s in (2, 3))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+        assert kg.attention_error(out, q, k, v, causal)[0] < 1e-5
+        assert kg.attention_error(out, q, k, v, not causal)[0] > 0.1

@@ -357,6 +357,75 @@ def launched_kernels(fn: Callable[[], Any]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# fused attention: torch scaled_dot_product_attention on one backend
+# --------------------------------------------------------------------------------------------
+
+SDPA_BACKENDS = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION",
+                 "sdpa_efficient": "EFFICIENT_ATTENTION"}
+
+
+def attention_inputs(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int,
+                     dtype: torch.dtype, seed: int):
+    """q [B, H, Lq, D], k and v [B, Hkv, Lkv, D], unit-variance (scaled so softmax is not flat)."""
+    q = randn((batch, heads, q_len, head_dim), dtype, seed)
+    k = randn((batch, kv_heads, kv_len, head_dim), dtype, seed + 1)
+    v = randn((batch, kv_heads, kv_len, head_dim), dtype, seed + 2)
+    return q, k, v
+
+
+def prepare_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, variant: str) -> Prepared:
+    """Fused attention through torch SDPA restricted to one backend (sdpa_kernel): FlashAttention-2
+    (torch's flash backend), cuDNN's fused attention, or the memory-efficient kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, SDPA_BACKENDS[variant])
+    gqa = k.shape[1] != q.shape[1]
+
+    def run():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    return Prepared(
+        kernel="flash_attention", variant=variant,
+        call=f"F.scaled_dot_product_attention(q, k, v, is_causal={causal}, enable_gqa={gqa}) under "
+             f"sdpa_kernel(SDPBackend.{SDPA_BACKENDS[variant]})",
+        dtype=dtype_name(q.dtype), layout="q [B, H, Lq, D], k/v [B, Hkv, Lkv, D] contiguous; out [B, H, Lq, D]",
+        fn=run, as_y=_identity)
+
+
+def prepare_sdpa_tag(variant: str):
+    """What an attention row that raised names (error_row reads kernel / variant / call)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(kernel="flash_attention", variant=variant, layout=None, dtype=None,
+                           call=f"F.scaled_dot_product_attention under sdpa_kernel({SDPA_BACKENDS[variant]})")
+
+
+def attention_error(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                    rows: int = 64) -> tuple[float, bool]:
+    """Relative error of `out` on batch 0, the first and last query head and up to `rows` query
+    rows against an fp32 softmax(q kᵀ / sqrt(d)) v; and whether all of `out` is finite."""
+    finite = bool(torch.isfinite(out).all().item())
+    h, hkv, lq, lkv = q.shape[1], k.shape[1], q.shape[2], k.shape[2]
+    idx = torch.linspace(0, lq - 1, min(rows, lq), device=q.device).round().long().unique()
+    num = den = 0.0
+    for head in (0, h - 1):
+        kh = head // (h // hkv)
+        qs = q[0, head].index_select(0, idx).float()
+        s = qs @ k[0, kh].float().T / math.sqrt(q.shape[-1])
+        if causal:  # query i sees keys <= i + (Lkv - Lq) (torch's bottom-right alignment is not used:
+            # is_causal aligns to the top left, key j <= query i)
+            j = torch.arange(lkv, device=q.device)
+            s = s.masked_fill(j[None, :] > idx[:, None], float("-inf"))
+        ref = torch.softmax(s, dim=-1) @ v[0, kh].float()
+        d = out[0, head].index_select(0, idx).float() - ref
+        num += float(d.pow(2).sum())
+        den += float(ref.pow(2).sum())
+    err = math.sqrt(num / den) if den > 0 else float("inf")
+    return (err if math.isfinite(err) else float("inf")), finite
+
+
+# --------------------------------------------------------------------------------------------
 # unstructured: cuSPARSE CSR through torch and CuPy
 # --------------------------------------------------------------------------------------------
 
