@@ -251,6 +251,10 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "into shared memory (serial with the MMA)"),
     Param("flash_attention.tc_eff", 0.75, 0.1, 1.0, "achieved Tensor-Core fraction in fused attention "
           "(FlashAttention-3: 740 TFLOPS fp16 = 75 % of H100 peak)"),
+    Param("grouped_gemm.tc_eff", 0.7, 0.1, 1.0, "achieved Tensor-Core fraction of a grouped GEMM over MoE "
+          "experts (CUTLASS grouped kernel behind torch._grouped_mm)"),
+    Param("grouped_gemm.hbm_frac", 1.0, 0.3, 1.33, "its HBM throughput relative to gemm_hbm_eff (expert "
+          "weights streamed at few tokens per expert)"),
     Param("flash_attention.fixed_s", 0.0, 0.0, 5e-5, "fused attention's device time per call besides the "
           "tile work (softmax statistics set-up, output normalisation pass)"),
     Param("flash_attention.hbm_frac", 1.0, 0.5, 1.33, "fused attention's HBM throughput relative to "
@@ -1038,10 +1042,13 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         tokens = tuple(int(t) for t in (op.meta.get("expert_tokens") or (op.m,) * op.batch))
         active = sum(1 for t in tokens if t > 0)
         total = sum(tokens)
+        # torch._grouped_mm: a kernel that builds the per-group problem list, then CUTLASS's
+        # grouped GEMM (H200 profile: prepare_grouped_gemm + cutlass device_kernel)
         common.update(m=max(max(tokens), 1), batch=1, decomp="none", x_bytes=total * op.k * b,
-                      w_bytes=active * _dense_w(op),
-                      y_bytes=total * op.n * b, out_elems=float(total * op.n))
-        return TileProblem(peak_per_clk=peak * param(spec, "cublas.tc_eff"), expert_tokens=tokens, **common)
+                      w_bytes=active * _dense_w(op), launches=2,
+                      y_bytes=total * op.n * b, out_elems=float(total * op.n),
+                      hbm_frac=param(spec, "grouped_gemm.hbm_frac"))
+        return TileProblem(peak_per_clk=peak * param(spec, "grouped_gemm.tc_eff"), expert_tokens=tokens, **common)
     if kernel == "cusparselt":
         # the sparse operand is A (W); torch pads the dense operand's rows (our M) to a multiple of 8
         w_bytes = nm_weight_bytes(op.n, op.k, b) * op.batch

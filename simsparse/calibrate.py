@@ -58,6 +58,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "flash_attention": ("flash_attention:cudnn", ("flash_attention.tc_eff", "flash_attention.fixed_s",
                                                   "flash_attention.hbm_frac")),
     "flash_attention_fa2": ("flash_attention:fa2", ("flash_attention.fa2_tc_eff",)),
+    "grouped_gemm": ("grouped_gemm", ("grouped_gemm.tc_eff", "grouped_gemm.hbm_frac")),
 }
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
@@ -65,7 +66,8 @@ SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_e
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac",
-            "epilogue_bytes_per_clk", "flash_attention.tc_eff", "flash_attention.fa2_tc_eff", "flash_attention.fixed_s")
+            "epilogue_bytes_per_clk", "flash_attention.tc_eff", "flash_attention.fa2_tc_eff", "flash_attention.fixed_s",
+            "grouped_gemm.tc_eff")
 
 
 @dataclass

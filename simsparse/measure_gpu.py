@@ -120,7 +120,14 @@ RESNET_SHAPES = [
 RESNET_M = [784, 1568, 3136, 6272, 12544, 25088]
 RESNET_M_SPARSE = {784, 3136, 6272, 12544}
 
-PHASES = ("ceilings", "dense24", "act", "csr", "bsr", "cupy", "bsr32", "attn")
+PHASES = ("ceilings", "dense24", "act", "csr", "bsr", "cupy", "bsr32", "attn", "moe")
+# MoE expert layers (model, layer, experts, N, K) for one grouped GEMM over ragged token groups,
+# at routed-token totals MOE_TOKENS, balanced (skew 0) or Dirichlet-skewed (skew 1, 3)
+MOE_LAYERS = [("mixtral-8x7b", "w1w3", 8, 28672, 4096), ("mixtral-8x7b", "w2", 8, 4096, 14336),
+              ("deepseek-v2-lite", "gate_up", 64, 2816, 2048), ("deepseek-v2-lite", "down", 64, 2048, 1408),
+              ("olmoe-1b-7b", "gate_up", 64, 2048, 2048), ("olmoe-1b-7b", "down", 64, 2048, 1024)]
+MOE_TOKENS = (64, 512, 4096, 16384)
+MOE_SKEWS = (0.0, 1.0, 3.0)
 # fused attention geometries (batch, heads, kv_heads, q_len, kv_len, head_dim, causal): prefill of
 # one sequence and of a batch (MHA and GQA 4:1, head_dim 64 and 128, causal or not) and decode
 # (one query token against a KV cache, as serving runs it)
@@ -783,6 +790,46 @@ class Campaign:
         print(f"  [{self.elapsed():6.1f}s] attention: {len(geoms)} geometries done ({len(self.w.rows)} rows)",
               flush=True)
 
+    def phase_moe(self, layers, frac):
+        """Grouped GEMM (torch._grouped_mm) over MoE expert layers, bf16, with its dense reference."""
+        kg = self.kg
+        for model, layer, e, n, k in layers:
+            if self.past(frac):
+                print(f"  moe phase: deadline, stopping before {model}/{layer}", flush=True)
+                return
+            self.group()
+            w = kg.randn((e, n, k), torch.bfloat16, seed_of("Wmoe", e, n, k))
+            for total in MOE_TOKENS:
+                x = kg.randn((total, k), torch.bfloat16, seed_of("xmoe", total, k))
+                for skew in MOE_SKEWS:
+                    counts = kg.expert_token_counts(total, e, skew, seed_of("route", total, e, skew))
+                    base = {"kind": "grouped", "m": total, "n": n, "k": k, "experts": e, "expert_tokens": counts,
+                            "skew": skew, "pattern": "dense", "density": 1.0, "block": None,
+                            "shape": f"{model}/{layer}"}
+                    try:
+                        prep = kg.prepare_grouped_mm(x, w, counts)
+                        res = self.timer.time(prep.fn, cap_s=self.args.cap_ms * 1e-3)
+                        if "skipped" in res:
+                            self.skip_row(base, prep, "bf16", res.pop("skipped"), **res)
+                            continue
+                        if self.args.profile_kernels:
+                            try:
+                                res["kernels"] = kg.launched_kernels(prep.fn)
+                            except Exception as exc:  # noqa: BLE001
+                                res["kernels_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                        err, finite = kg.grouped_error(prep.fn(), x, w, counts)
+                        tol = TOLERANCE["bf16"]
+                        self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant, "call": prep.call,
+                                      "dtype": "bf16", "layout": prep.layout, **res, "rel_err": err,
+                                      "finite": finite, "ok": bool(finite and err <= tol), "tolerance": tol,
+                                      "check": "<= 32 tokens of every expert vs fp32"})
+                    except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
+                        self.error_row(base, kg.prepare_grouped_mm, exc, dtype="bf16")
+                del x
+            del w
+            torch.cuda.empty_cache()
+            print(f"  [{self.elapsed():6.1f}s] moe {model}/{layer} done ({len(self.w.rows)} rows)", flush=True)
+
     def _cusparselt_point(self, base, x, w24, ref, dt, search: bool):
         kg = self.kg
         for prep_fn in (kg.prepare_cusparselt_linear, kg.prepare_cslt_sparse_mm):
@@ -998,6 +1045,8 @@ def run(args, kg) -> int:
             c._sparse_series("cupy_csr", cupy_shapes, [0.1] if q else CUPY_DENSITIES, [None],
                              ("fp16", "fp32"), [kg.prepare_cupy_csr], frac=0.94,
                              m_filter=lambda m: m in CUPY_M)
+        if "moe" in ph:
+            c.phase_moe(MOE_LAYERS[:1] if q else MOE_LAYERS, frac=0.99)
         if "attn" in ph:
             c.phase_attention(ATTN_GEOMS[:6] if q else ATTN_GEOMS, frac=0.99)
         if "bsr32" in ph:

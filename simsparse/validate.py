@@ -70,6 +70,7 @@ KERNEL_MAP: dict[tuple[str, str | None], tuple[str, str | None]] = {
     ("act_gemv", "cupy_fused_gather_gemv"): ("act_gemv", "cupy_fused_gather_gemv"),
     ("flash_attention", "sdpa_flash"): ("flash_attention", "sdpa_flash"),
     ("flash_attention", "sdpa_cudnn"): ("flash_attention", "sdpa_cudnn"),
+    ("grouped_gemm", "torch_grouped_mm"): ("grouped_gemm", "torch_grouped_mm"),
 }
 
 
@@ -145,7 +146,7 @@ def _weight(row: dict[str, Any]) -> Sparsity:
 
 def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
     """A measured row as a Case, or None and the reason it is not one."""
-    if row.get("kind") not in ("gemm", "gemv", "attention"):
+    if row.get("kind") not in ("gemm", "gemv", "attention", "grouped"):
         return None, f"kind {row.get('kind')}"
     if row.get("error"):
         return None, "error row"
@@ -177,6 +178,15 @@ def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
             return None, f"unparseable ({e})"
         return Case(row, op, target[0], target[1], float(row["t_s"]),
                     attention_half(geom.q_len, geom.kv_len, geom.head_dim), source,
+                    host_s=float(host) if host else None), ""
+    if row["kind"] == "grouped":  # MoE experts: one call over ragged token groups
+        try:
+            counts = [int(c) for c in row["expert_tokens"]]
+            op = Op.gemm(max(1, -(-sum(counts) // len(counts))), int(row["n"]), int(row["k"]), batch=len(counts),
+                         dtype=row["dtype"], meta={"expert_tokens": counts})
+        except (ValueError, KeyError, TypeError) as e:
+            return None, f"unparseable ({e})"
+        return Case(row, op, target[0], target[1], float(row["t_s"]), half_of(row["n"], row["k"]), source,
                     host_s=float(host) if host else None), ""
     try:
         act = None

@@ -43,7 +43,7 @@ def check_rows(rows: list[dict], name: str = "rows") -> None:
             assert not missing, f"{where}: missing {missing}"
             assert r["value"] is None or r["value"] > 0, where
             continue
-        assert r["kind"] in ("gemm", "gemv", "attention"), where
+        assert r["kind"] in ("gemm", "gemv", "attention", "grouped"), where
         if r["kind"] == "attention":
             assert all(f in r for f in ("batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim", "causal")), where
         missing = [f for f in mg.REQUIRED_FIELDS if f not in r]

@@ -426,6 +426,53 @@ def attention_error(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 
 
 # --------------------------------------------------------------------------------------------
+# MoE experts: one grouped GEMM over ragged token groups
+# --------------------------------------------------------------------------------------------
+
+
+def expert_token_counts(total: int, experts: int, skew: float, seed: int) -> list[int]:
+    """Tokens routed to each expert: equal shares (skew 0) or a Dirichlet(1/skew) draw (seeded)."""
+    if skew <= 0:
+        base, rem = divmod(total, experts)
+        return [base + (1 if e < rem else 0) for e in range(experts)]
+    import numpy as np
+
+    p = np.random.default_rng(seed).dirichlet(np.full(experts, 1.0 / skew))
+    counts = np.floor(p * total).astype(int)
+    counts[int(np.argmax(p))] += total - int(counts.sum())
+    return [int(c) for c in counts]
+
+
+@describes("grouped_gemm", "torch_grouped_mm", "torch._grouped_mm(x, W.transpose(-2, -1), offs=offs)")
+def prepare_grouped_mm(x: torch.Tensor, w: torch.Tensor, counts: list[int]) -> Prepared:
+    """All experts in one call: x [T, K] (tokens sorted by expert), W [E, N, K]; y [T, N]."""
+    offs = torch.tensor(counts, device=x.device, dtype=torch.int32).cumsum(0).to(torch.int32)
+    wt = w.transpose(-2, -1)
+    return Prepared(kernel="grouped_gemm", variant="torch_grouped_mm",
+                    call="torch._grouped_mm(x, W.transpose(-2, -1), offs=offs)", dtype=dtype_name(x.dtype),
+                    layout="x [T, K] row-major, tokens grouped by expert; W [E, N, K] row-major used transposed; "
+                           "y [T, N]",
+                    fn=lambda: torch._grouped_mm(x, wt, offs=offs), as_y=_identity, keep=[offs, wt])
+
+
+def grouped_error(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, counts: list[int],
+                  rows: int = 32) -> tuple[float, bool]:
+    """Relative error of y against fp32 x_e · W_eᵀ on up to `rows` tokens of every expert."""
+    finite = bool(torch.isfinite(y).all().item())
+    num = den = 0.0
+    start = 0
+    for e, c in enumerate(counts):
+        if c:
+            sl = slice(start, start + min(c, rows))
+            ref = x[sl].float() @ w[e].float().T
+            num += float((y[sl].float() - ref).pow(2).sum())
+            den += float(ref.pow(2).sum())
+        start += c
+    err = math.sqrt(num / den) if den > 0 else float("inf")
+    return (err if math.isfinite(err) else float("inf")), finite
+
+
+# --------------------------------------------------------------------------------------------
 # unstructured: cuSPARSE CSR through torch and CuPy
 # --------------------------------------------------------------------------------------------
 
