@@ -198,7 +198,9 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
             "t_call_s": 5e-6,  # numba dispatch of a parallel (prange) function
         }
     if family == "cpu_bitmap":
-        return {"c_byte": 2.0, "c_bit": 1.0}  # load + test per byte; shift/test/branch per bit
+        # load + test per byte; shift/test/branch per bit; c_miss: cycles per mispredicted branch
+        # (0 = not modelled; a spec calibrates it, e.g. host)
+        return {"c_byte": 2.0, "c_bit": 1.0, "c_miss": 0.0}
     if family == "cpu_bsr":
         return {"c_blk": 4 / ld + 4}  # block-column index load + loop nest setup per block
     if family == "cpu_nm":
@@ -296,9 +298,26 @@ def block_steps(m: int, mb: int, lane: float) -> tuple[int, float, float]:
 # --- cost -----------------------------------------------------------------------------------
 
 
+def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: float) -> float:
+    """Share of a call's compulsory traffic still in the last-level cache from the call before.
+
+    A caller that rotates over ``mapping.params['rotation_copies']`` operand copies (a timing
+    harness; 0 or absent = operands cold, the default) touches F = copies x bytes_per_call between
+    two uses of one copy. Where other work (and other tenants of a shared L3) inserts lines at
+    random places, a line survives F bytes of insertions into C bytes of cache with probability
+    exp(-F / C); C = ``l3_keep_bytes`` is the L3 capacity this core effectively keeps (spec
+    efficiency; absent = 0 = nothing survives)."""
+    copies = float(mapping.params.get("rotation_copies", 0) or 0) if mapping is not None else 0.0
+    keep = spec.efficiency.get("l3_keep_bytes", 0.0)
+    if copies <= 0 or keep <= 0 or bytes_per_call <= 0:
+        return 0.0
+    return math.exp(-copies * bytes_per_call / keep)
+
+
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
-            stream: bool = False, dram_runs: float = 0.0) -> Cost:
+            stream: bool = False, dram_runs: float = 0.0, t_dram_extra: float = 0.0,
+            mapping: Mapping | None = None) -> Cost:
     """Combine core cycles and memory streams into a Cost.
 
     The reused panel streams from its cache level while the core computes (the slower of the
@@ -308,8 +327,10 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     t_core = cycles / (spec.clock_hz * threads)
     # DRAM time: bytes at the achieved bandwidth, plus a start-up per discontiguous run (a new
     # prefetch stream pays latency before it reaches bandwidth; ``dram_run_s``, 0 = not modelled)
-    t_dram = bytes_dram / _bw(spec, "stream" if stream else "dram") \
-        + dram_runs * spec.efficiency.get("dram_run_s", 0.0)
+    warm = l3_resident_share(spec, mapping, bytes_dram)
+    t_dram = (1.0 - warm) * (bytes_dram / _bw(spec, "stream" if stream else "dram")
+                             + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra) \
+        + warm * bytes_dram / _bw(spec, "l3")
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
     t_panel = bytes_panel / _panel_bw(spec, panel, threads) if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
@@ -361,6 +382,36 @@ def _weight_stats_of(kernel: str, n: int, k: int, w: Sparsity, b: float) -> dict
     return {"stored": nnz, "blocks": nnz, "bh": 1, "bw": 1, "bytes": float(nbytes)}
 
 
+def _xnn_gather_latency_cycles(op: Op, spec: CPUSpec, ws: dict[str, float], mb: int, threads: int) -> float:
+    """Cycles the XNNPACK sparse loop waits on X gathers that miss L1 (0 where the spec gives no
+    ``l2_latency_cycles``), summed over threads as the core cycles are.
+
+    Each stored block loads the MR-pixel segment of bw rows of X at an address set by the
+    block's input-channel offset: a gather, not a stream the prefetcher follows (W itself is
+    read in order and stays a bandwidth cost). A segment misses L1 at its first touch in a pixel
+    block when the X panel fits the L1 share, and at every use when it does not. Each missing
+    line costs the L2 latency, ``l1_outstanding_misses`` of them in flight (Little's law); the
+    FMAs of a nonzero wait on its X line, so the wait adds to the instruction cycles."""
+    if spec.l2_latency_cycles <= 0:
+        return 0.0
+    line = 64.0  # cache line bytes (ARMv8 cores of the specs here; x86 the same)
+    b = op.dtype_bytes
+    n_blk, rem = math.ceil(op.m / mb), op.m % mb
+    full = op.m // mb
+    seg_lines = full * math.ceil(mb * b / line) + (math.ceil(rem * b / line) if rem else 0)  # over blocks
+    n, k, bh, bw = op.n, op.k, ws["bh"], ws["bw"]
+    if panel_level(spec, k * min(mb, op.m) * b) == "l1":  # first touch of each touched row
+        rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
+        d_blk = min(1.0, ws["blocks"] / (rows_b * cols_b)) if rows_b * cols_b else 0.0
+        segs = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
+    else:  # every block column access of every stored block
+        segs = ws["blocks"] * bw
+    lines = segs * seg_lines
+    wait = lines * spec.l2_latency_cycles / max(spec.l1_outstanding_misses, 1.0)
+    # the busiest thread takes ceil(blocks / threads) pixel blocks, as for the core cycles
+    return wait * math.ceil(n_blk / threads) / n_blk * threads * op.batch
+
+
 def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """Sparse weight × dense activation, pixel-blocked (xnn_* and the numba cpu_* kernels)."""
     kernel = mapping.kernel
@@ -401,6 +452,12 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         busy = 1.0 - (1.0 - d) ** 8  # share of bitmap bytes with a set bit (independent zeros)
         # every byte loaded and tested; a nonzero byte takes 8 bit tests; a set bit an axpy setup
         scan = math.ceil(k / 8) * (q["c_byte"] + busy * 8 * q["c_bit"])
+        # mispredicted branches per byte: the zero-byte test (taken with probability 1 - busy) and,
+        # in a busy byte, 8 bit tests each set with probability d / busy; random outcomes defeat
+        # the predictor, which then errs on the minority outcome (``c_miss`` cycles each, 0 = off)
+        q_bit = min(d / busy, 1.0) if busy > 0 else 0.0
+        scan += math.ceil(k / 8) * q.get("c_miss", 0.0) * (min(busy, 1.0 - busy)
+                                                          + busy * 8 * min(q_bit, 1.0 - q_bit))
         cycles = n_blk * (n * (c_row + scan) + stored * c_nnz) + stored * axpy + 2 * n * out_pass
     elif kernel == "cpu_bsr":
         q = params(spec, "cpu_bsr")
@@ -430,6 +487,8 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # the kernel is designed to keep its operands in L1; past it, L2 feeds the loop)
         level = "l2" if level == "l1" else level
         bytes_panel += op.batch * n_blk * ws["bytes"]
+    if family == "xnn":
+        cycles += _xnn_gather_latency_cycles(op, spec, ws, mb, threads)
     # compulsory DRAM traffic: the X rows some nonzero references (a block column is untouched
     # with probability (1 - d)^(block rows) for independent blocks), W once, Y written once:
     # loads of X stall the loop, while Y's stores drain through the store buffer, their
@@ -439,8 +498,29 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     d_blk = min(1.0, blocks / (rows_b * cols_b)) if rows_b * cols_b else 0.0
     k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
     bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + Y_TIME_FACTOR * op.m * n * b)
+    t_seg = 0.0
+    if family == "numba":
+        # DRAM latency per contiguous segment, on top of the bandwidth term: each first-touched X
+        # segment (one pixel block of a touched block column; the bw rows of a block column are
+        # contiguous only when one block spans all pixels) and, when the pixels are split into
+        # several blocks, each output row's Y segment (one per row and block) starts a new burst
+        # that the prefetcher has not seen coming. A segment of at least ``x_seg_lines`` cache lines
+        # exposes one whole latency ``x_seg_s``; a shorter one shares it with the segments the core
+        # has in flight at once (pro rata lines / x_seg_lines). Both 0 or absent = not modelled.
+        w_blk = min(mb, op.m)
+        seg_lines = spec.efficiency.get("x_seg_lines", 0.0)
+
+        def exposed(lines: float) -> float:
+            return min(1.0, lines / seg_lines) if seg_lines > 0 else 1.0
+
+        x_segs = n_blk * (k_touched / bw if n_blk == 1 else k_touched)
+        x_lines = math.ceil(w_blk * b * (bw if n_blk == 1 else 1) / 64)
+        y_segs = n * n_blk if n_blk > 1 and seg_lines > 0 else 0
+        t_seg = op.batch * spec.efficiency.get("x_seg_s", 0.0) * (
+            x_segs * exposed(x_lines) + y_segs * exposed(math.ceil(w_blk * b / 64)))
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored)
+                   bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored,
+                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None)
 
 
 def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
@@ -455,6 +535,11 @@ def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
     return int(spec.efficiency.get("gemm.mr", mr)), int(spec.efficiency.get("gemm.nr", nr))
 
 
+def _binary_pieces(rem: int) -> list[int]:
+    """Row counts of the narrower kernels that cover a remainder of `rem` rows (its binary digits)."""
+    return [1 << i for i in range(rem.bit_length()) if rem >> i & 1]
+
+
 def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """im2col + register-blocked GEMM: mr x nr tiles at the FMA rate, operands packed once."""
     p = params(spec, "gemm")
@@ -467,6 +552,14 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     else:  # edge tiles are computed in full (tile quantisation along M and N)
         tiles = math.ceil(op.m / mr) * math.ceil(op.n / nr)
         fma_cycles = tiles * mr * nr * op.k / lane / spec.simd_issue_per_clk
+        tail_rows = spec.efficiency.get("gemm.m_tail_rows")
+        if tail_rows is not None:
+            # the M remainder runs on narrower kernels (8, 4, 2, 1 rows: the binary digits of
+            # M mod mr, OpenBLAS SkylakeX sgemm) instead of a padded mr-row tile; a piece of p rows
+            # costs p + m_tail_rows rows of a full tile (its per-k-step B broadcasts and loop)
+            full, rem = divmod(op.m, mr)
+            m_eq = full * mr + sum(piece + tail_rows for piece in _binary_pieces(rem))
+            fma_cycles = m_eq / mr * math.ceil(op.n / nr) * mr * nr * op.k / lane / spec.simd_issue_per_clk
         # front end, per k step of a tile: mr*nr/lanes multiply-adds, nr/lanes B loads, mr/lanes A
         # loads (A is loaded lanes k-steps at a time), ~4 pointer / loop instructions per lanes steps
         per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
@@ -475,8 +568,13 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     threads = min(threads_of(spec, mapping), tiles)
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
     bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b)
+    # packing reads A and B as long sequential streams: where the spec calibrates the one-stream
+    # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate
+    t_x = bytes_dram * (1 / _bw(spec, "stream") - 1 / _bw(spec, "dram")) \
+        if tiles > 1 and "stream_eff" in spec.efficiency else 0.0
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1)
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
+                   t_dram_extra=t_x)
 
 
 def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -524,7 +622,8 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # a streaming loop (each weight read once, in order within a run): DRAM at the stream rate,
     # the few FLOPs hidden under it
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=op.flops * col, dram_runs=runs, stream=True)
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops * col, dram_runs=runs, stream=True,
+                   mapping=mapping)
 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:

@@ -214,6 +214,11 @@ class CPUSpec(HardwareSpec):
     decode_width: float = Field(default=0.0, ge=0)
     # L2 read bandwidth shared by all cores of the cluster; 0 = per-core l2_bw_bytes_per_clk × threads
     l2_shared_bw_bytes_per_clk: float = Field(default=0.0, ge=0)
+    # load-to-use latency of an L1 miss that hits L2, in core cycles, and the L1 misses one core
+    # keeps in flight (memory-level parallelism); 0 = not modelled (the XNNPACK sparse kernels'
+    # L1-missing gathers are then priced as bandwidth only, hwmodels/cpu.py)
+    l2_latency_cycles: float = Field(default=0.0, ge=0)
+    l1_outstanding_misses: float = Field(default=0.0, ge=0)
     isa_features: list[str] = Field(default_factory=list)  # e.g. avx512f, avx512_vnni, dotprod
     probe_file: str = ""  # for a measured host: the probe file its numbers come from
 

@@ -19,6 +19,14 @@ The free parameters are per-work-unit cycle costs of the kernel families (hwmode
     mem_overlap   share of the shorter of (core work, DRAM traffic) hidden under the longer
     dram_run_s    seconds of DRAM stream start-up per discontiguous run (act_gemv: per run of
                   kept W^T rows; a new run waits for the prefetcher before reaching bandwidth)
+    cpu_bitmap.c_miss   cycles per mispredicted bit / zero-byte test of the bitmap scan
+    x_seg_s       seconds of exposed DRAM latency per first-touched X segment (and per output-row Y
+                  segment when the pixels are split into blocks) of the numba SpMM
+    l3_keep_bytes  L3 bytes this core keeps between two uses of a rotated operand copy: the share
+                  exp(-copies x bytes per call / l3_keep_bytes) of a call's traffic hits L3
+
+Two structural constants are set before the fit (PRESET_PARAMS: measured, or chosen by
+cross-validation on the fit half): x_seg_lines, gemm.m_tail_rows.
 
 They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only.
 Memory bandwidths, clock, ports and cache sizes are not fitted: they come from the probe.
@@ -40,14 +48,37 @@ FREE_PARAMS = (
     "numba.c_vec", "numba.c_tail", "numba.c_nnz", "numba.c_row", "numba.c_out",
     "cpu_bitmap.c_byte", "cpu_bitmap.c_bit", "cpu_nm.c_grp",
     "gemm.eff", "gemm.c_pack", "gemm.t_call_s", "cpu_act_gemv.c_scan", "dram_eff", "stream_eff",
-    "dram_run_s",
+    "dram_run_s", "cpu_bitmap.c_miss", "x_seg_s", "l3_keep_bytes",
 )
 # Terms the data cannot tell apart from the free ones: with them free the fit drives each to
 # ~0 (the numba call and the BSR block setup are below the noise; DRAM traffic adds to the
 # core time of these kernels rather than hiding under it), so they are fixed at 0.
 FIXED_PARAMS = {"numba.t_call_s": 0.0, "cpu_bsr.c_blk": 0.0, "mem_overlap": 0.0}
-BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2.0), "mem_overlap": (0.0, 1.0)}
-TOP_LEVEL = ("dram_eff", "stream_eff", "mem_overlap", "dram_run_s")  # spec.efficiency keys without a family prefix
+# Structural constants set before the fit, not fitted (value, source): measured on this machine, or
+# chosen by leave-one-shape-out cross-validation on the fit half (never on held-out rows).
+PRESET_PARAMS = {
+    # cache lines from which a DRAM segment exposes one whole latency; plausible 4-24 (Zen 4: 24 L1
+    # misses in flight over all streams)
+    "x_seg_lines": (8.0, "chosen among 4, 8, 16, 24, 32, 64 by leave-one-shape-out cross-validation on the "
+                         "reproducible fit half of campaigns 2-4 (share within +-10 %: 81, 84, 82, 78, 75, 76 %); "
+                         "validation/data/cpu-host/README.md, sixth fit"),
+    # rows of a full tile that an M-remainder piece costs on top of its own p rows (OpenBLAS runs the
+    # remainder on 8/4/2/1-row kernels with the same per-k-step B broadcasts and loop); plausible 0-16
+    "gemm.m_tail_rows": (3.0, "measured: numpy -> OpenBLAS SkylakeX sgemm, N=384, K=1536, M = 32..128, one core "
+                              "of this host: over M = 32 / 48 / 64 / 96 the remainders 1 / 8 / 15 rows cost "
+                              "0.24-0.28 / 0.64-0.68 / 1.54-1.63 of a 16-row panel, (p + 3) / 16 per piece "
+                              "gives 0.25 / 0.69 / 1.69; validation/data/cpu-host/README.md, sixth fit"),
+}
+BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2.0), "mem_overlap": (0.0, 1.0),
+          # a branch mispredict costs a pipeline refill: Zen 4 ~11-13 cycles, other cores 8-20
+          "cpu_bitmap.c_miss": (4.0, 30.0),
+          # exposed latency per X segment: DRAM latency (~100-150 ns under KVM) / misses in flight
+          "x_seg_s": (1e-10, 3e-7),
+          # L3 kept between calls of a rotation: at most the whole 32 MiB L3, at least a few MiB
+          "l3_keep_bytes": (1e6, 33554432.0)}
+START = {"dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_bytes": 16e6, "cpu_bitmap.c_miss": 12.0}
+TOP_LEVEL = ("dram_eff", "stream_eff", "mem_overlap", "dram_run_s", "x_seg_s", "x_seg_lines",
+             "l3_keep_bytes")  # spec.efficiency keys without a family prefix
 TOLERANCE = 0.10  # "within ±10 %"
 # Quality rule, declared before any held-out error was looked at: a point whose own two passes
 # (minutes apart) differ by more than this does not reproduce to ±10 %, so it can neither
@@ -89,7 +120,10 @@ def row_mapping(row: dict[str, Any]):
     tile = tuple(mp.get("tile", (0, 0, 0)))
     if not tile[0]:
         tile = (0, 0, 0)
-    return Mapping(kernel=mp["kernel"], tile=tile, params={"threads": mp.get("threads", 1)})
+    # the harness rotates each call over `rotation_copies` operand copies: the model needs the count to
+    # know how much of the operands the last-level cache still holds from the previous rotation
+    return Mapping(kernel=mp["kernel"], tile=tile, params={"threads": mp.get("threads", 1),
+                                                           "rotation_copies": row.get("rotation_copies", 0)})
 
 
 def predict(rows: list[dict[str, Any]], spec) -> np.ndarray:
@@ -175,9 +209,9 @@ def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS)
     for name in params:
         fam, _, key = name.partition(".")
         if name in TOP_LEVEL:
-            start.append(spec.efficiency.get(name, 1e-7 if name == "dram_run_s" else 1.0))
+            start.append(spec.efficiency.get(name, START.get(name, 1.0)))
         else:
-            start.append(cpu.params(spec, fam)[key])
+            start.append(cpu.params(spec, fam)[key] or START.get(name, 1.0))
     start = np.maximum(np.array(start, dtype=float), 1e-9)
     meas = np.log(np.array([r["t_median_s"] for r in rows]))
     # log-space parameters keep every cycle cost positive; bounded ones are clipped inside
@@ -210,8 +244,9 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
     fit_all = [r for r in rows if r["split"] == "fit"]
     val_all = [r for r in rows if r["split"] == "validate"]
     fit_rows = [r for r in fit_all if reproducible(r)] if quality else fit_all
-    base = _with(base, FIXED_PARAMS)
-    values = {**fit(fit_rows, base), **FIXED_PARAMS}
+    measured = {k: v for k, (v, _) in PRESET_PARAMS.items()}
+    base = _with(base, {**FIXED_PARAMS, **measured})
+    values = {**fit(fit_rows, base), **FIXED_PARAMS, **measured}
     spec = _with(base, values)
     out = {"spec": spec_name, "files": sorted({r["campaign"] for r in rows}), "params": values,
            "quality_rule": (f"fit and validate on points whose two passes differ by <= {MAX_PASS_DIFF:.0%}, "
@@ -239,6 +274,8 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
                f"of {', '.join(summary['files'])}; {calib_file}")
         if name in FIXED_PARAMS:
             src = f"fixed at {val:g}: not identifiable from the data (simsparse.calibrate_cpu.FIXED_PARAMS)"
+        if name in PRESET_PARAMS:
+            src = f"not fitted, {PRESET_PARAMS[name][1]} (simsparse.calibrate_cpu.PRESET_PARAMS)"
         lines.append(f"  {name}: {{value: {val:.6g}, source: \"{src}\"}}")
     spec_path.write_text(text + "\n".join(lines) + "\n")
 
@@ -279,13 +316,16 @@ if __name__ == "__main__":
 FUSED_AT_INFERENCE = ("batch_norm", "relu", "hardtanh")  # folded into weights / fused min-max clamp
 
 
-def inference_trace(name: str, batch: int = 1, dtype: str = "fp32"):
+def inference_trace(name: str, batch: int = 1, dtype: str = "fp32", width: float = 1.0):
     """A CNN as XNNPACK runs it: batch norm folded into the convs, ReLU/ReLU6 fused as a clamp;
-    SiLU, sigmoid, squeeze-excite, residual adds and pooling stay separate ops."""
+    SiLU, sigmoid, squeeze-excite, residual adds and pooling stay separate ops. `width` is the
+    MobileNet width multiplier (workloads.cnn)."""
     import workloads
     from simsparse.core.ops import Trace
+    from workloads import cnn
 
-    t = workloads.get(name, batch=batch, dtype=dtype)
+    t = workloads.get(name, batch=batch, dtype=dtype) if width == 1.0 else \
+        cnn.trace(name, batch=batch, dtype=dtype, width=width)
     ops = tuple(o for o in t.ops if not (o.kind == "eltwise" and o.meta.get("op_type") in FUSED_AT_INFERENCE))
     return Trace(f"{t.name}[inference]", ops, t.provenance)
 
@@ -297,37 +337,129 @@ def is_sparse_1x1(op) -> bool:
     return op.kind == "conv2d" and g is not None and (g.kh, g.kw, g.groups) == (1, 1, 1) and op.m > 1
 
 
-def end_to_end(name: str, spec, density: float = 0.1, threads: int | None = 1) -> dict[str, Any]:
-    """Dense vs sparse (unstructured `density` on the 1x1 convs) inference time of a CNN on `spec`.
+# The sparse models Elsen et al. released (google-research/google-research fastconvnets/README.md):
+# MobileNet v1 has 4x1 output-channel blocks in its last block (block 12 counting from 0), v2 2x1
+# blocks in inverted-residual blocks 11-16 (from 0; the width-1.8 80 % model is unstructured),
+# EfficientNets are unstructured with a sparse classifier; first conv and (MobileNets) classifier
+# dense. Blocks here count from 1, as the op names do (features.<i>...).
+RELEASED: dict[str, dict[str, Any]] = {
+    "mobilenet_v1": {"block": (4, 1), "blocks": range(13, 14), "sparse_head": False},
+    "mobilenet_v2": {"block": (2, 1), "blocks": range(12, 18), "sparse_head": False, "unstructured_widths": (1.8,)},
+    "efficientnet_b0": {"block": None, "blocks": range(0), "sparse_head": True},
+}
 
-    Dense: every conv on cpu_dense_gemm / cpu_depthwise. Sparse: the 1x1 convs on xnn_spmm
-    (XNNPACK's sparse kernel), the rest as in the dense run. `threads=1` times one core.
+
+def sparse_weight(name: str, op, density: float, structure: str = "unstructured", width: float = 1.0):
+    """The weight sparsity Elsen et al. give `op` (None: it stays dense).
+
+    structure="unstructured": every 1x1 conv unstructured at `density`; "released": the block
+    structure and sparse classifier of the released models (RELEASED)."""
+    from simsparse.core.sparsity import Block, Unstructured
+
+    if structure not in ("unstructured", "released"):
+        raise ValueError(f"structure: got {structure!r}; allowed: unstructured, released")
+    rel = RELEASED.get(name.lower().replace("-", "_"), {}) if structure == "released" else {}
+    if width in rel.get("unstructured_widths", ()):
+        rel = {**rel, "block": None}
+    if is_sparse_1x1(op):
+        parts = op.name.split(".")
+        idx = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+        bh, bw = rel.get("block") or (0, 0)
+        # a channel count the block does not divide (MobileNet v1 1.4: 1433) stays unstructured here
+        if bh and idx in rel["blocks"] and op.n % bh == 0 and op.k % bw == 0:
+            return Block(bh, bw, density)
+        return Unstructured(density)
+    if rel.get("sparse_head") and op.meta.get("role") == "head":
+        return Unstructured(density)
+    return None
+
+
+def end_to_end(name: str, spec, density: float = 0.1, threads: int | None = 1, width: float = 1.0,
+               structure: str = "unstructured") -> dict[str, Any]:
+    """Dense vs sparse inference time of a CNN on `spec` (`density` kept in the sparse layers).
+
+    Dense: every conv on cpu_dense_gemm / cpu_depthwise. Sparse: the layers sparse_weight()
+    picks on xnn_spmm (xnn_spmm_block for NRx1 blocks; XNNPACK's sparse kernels), the rest as
+    in the dense run. `threads=1` times one core; `width` is the MobileNet width multiplier.
     """
     from dataclasses import replace as dc_replace
 
     import hwmodels
     from simsparse.api import simulate
-    from simsparse.core.sparsity import Unstructured
+    from simsparse.core.ops import Trace
+    from simsparse.core.sparsity import Block
 
     spec = hwmodels.load(spec)
     if threads is not None:
         spec = spec.replace(threads=threads)
-    dense = inference_trace(name)
-    from simsparse.core.ops import Trace
-
-    sparse = Trace(f"{dense.name}[1x1@{density}]", tuple(
-        dc_replace(o, weight=Unstructured(density)) if is_sparse_1x1(o) else o for o in dense.ops))
+    dense = inference_trace(name, width=width)
+    ops = []
+    for o in dense.ops:
+        w = sparse_weight(name, o, density, structure, width)
+        ops.append(o if w is None else dc_replace(o, weight=w))
+    sparse = Trace(f"{dense.name}[{structure}@{density}]", tuple(ops))
     rd = simulate(dense, spec, kernel="cpu_dense_gemm")
-    rs = simulate(sparse, spec, kernel="xnn_spmm")
+    results = []
+    for o in sparse.ops:  # per op: the block kernel where the weight has NRx1 blocks
+        kernel = "xnn_spmm_block" if isinstance(o.weight, Block) else "xnn_spmm"
+        results.extend(simulate(o, spec, kernel=kernel).results)
+    sparse_s = sum(r.cost.t_s for r in results)
 
     def split(res) -> dict[str, float]:
         out: dict[str, float] = {}
-        for r in res.results:
+        for r in res:
             cat = ("1x1" if is_sparse_1x1(r.op) else "depthwise" if r.op.conv is not None and r.op.conv.is_depthwise
                    else "first/other conv" if r.op.kind == "conv2d" else r.op.kind)
             out[cat] = out.get(cat, 0.0) + r.cost.t_s
         return out
 
-    return {"model": name, "spec": spec.name, "density": density, "threads": threads,
-            "dense_s": rd.total_s, "sparse_s": rs.total_s, "speedup": rd.total_s / rs.total_s,
-            "dense_by_kind_s": split(rd), "sparse_by_kind_s": split(rs)}
+    return {"model": name, "width": width, "structure": structure, "spec": spec.name, "density": density,
+            "threads": threads, "dense_s": rd.total_s, "sparse_s": sparse_s, "speedup": rd.total_s / sparse_s,
+            "dense_by_kind_s": split(rd.results), "sparse_by_kind_s": split(results)}
+
+
+# Public numbers the Snapdragon 835 comparison is checked against (none of them enters the model).
+# Released sparse models, top-1 and single-core SD835 latency: google-research/google-research
+# fastconvnets/README.md. Dense TF-slim checkpoints, 224 px, top-1: tensorflow/models
+# research/slim/nets/mobilenet_v1.md and research/slim/nets/mobilenet/README.md. Dense XNNPACK
+# timings, Pixel 2 (Snapdragon 835), one thread: google/XNNPACK README.md ("benchmarked on March
+# 27, 2020", end2end_bench): MobileNet v1 1.0 86 ms, v2 1.0 53 ms.
+SPARSE_RELEASED = (  # (model, width, density, top-1 %, SD835 ms)
+    ("mobilenet_v1", 0.75, 0.10, 64.4, 21.0), ("mobilenet_v1", 1.0, 0.10, 68.4, 31.0),
+    ("mobilenet_v1", 1.4, 0.10, 72.0, 58.0), ("mobilenet_v2", 0.8, 0.15, 65.2, 26.0),
+    ("mobilenet_v2", 1.15, 0.15, 70.2, 40.0), ("mobilenet_v2", 1.4, 0.15, 72.0, 54.0),
+    ("mobilenet_v2", 1.8, 0.20, 74.9, 102.0), ("mobilenet_v2", 2.0, 0.15, 74.5, 93.0),
+    ("efficientnet_b0", 1.0, 0.20, 75.1, 80.0),
+)
+DENSE_TOP1 = {  # TF-slim top-1 % at 224 px
+    "mobilenet_v1": {0.25: 49.8, 0.5: 63.3, 0.75: 68.4, 1.0: 70.9},
+    "mobilenet_v2": {0.35: 60.3, 0.5: 65.4, 0.75: 69.8, 1.0: 71.8, 1.3: 74.4, 1.4: 75.0},
+}
+DENSE_XNNPACK_PIXEL2_MS = {("mobilenet_v1", 1.0): 86.0, ("mobilenet_v2", 1.0): 53.0}
+EQUAL_ACCURACY_SLACK = 0.5  # top-1 points a dense partner may exceed its sparse model by
+
+
+def dense_partner(model: str, top1: float) -> float | None:
+    """Width of the most accurate dense TF-slim model at most EQUAL_ACCURACY_SLACK points more
+    accurate than a sparse model of `top1` (None: no dense model of that family qualifies)."""
+    ok = [(acc, w) for w, acc in DENSE_TOP1.get(model, {}).items() if acc <= top1 + EQUAL_ACCURACY_SLACK]
+    return max(ok)[1] if ok else None
+
+
+def equal_accuracy_pairs(spec="snapdragon-835", threads: int | None = 1) -> list[dict[str, Any]]:
+    """Elsen et al.'s comparison: each released sparse model (its structure and sparsity) against
+    the dense model of (about) its accuracy, both modelled on `spec`; public timings alongside."""
+    out = []
+    for model, width, density, top1, ms in SPARSE_RELEASED:
+        pw = dense_partner(model, top1)
+        if pw is None:
+            continue
+        r = end_to_end(model, spec, density, threads, width=width, structure="released")
+        d = end_to_end(model, spec, density, threads, width=pw)["dense_s"]
+        pub_dense = DENSE_XNNPACK_PIXEL2_MS.get((model, pw))
+        out.append({"model": model, "sparse_width": width, "density": density, "sparse_top1": top1,
+                    "dense_width": pw, "dense_top1": DENSE_TOP1[model][pw],
+                    "sparse_ms": r["sparse_s"] * 1e3, "dense_ms": d * 1e3, "speedup": d / r["sparse_s"],
+                    "public_sparse_ms": ms, "public_dense_ms": pub_dense,
+                    "public_speedup": pub_dense / ms if pub_dense else None})
+    return out

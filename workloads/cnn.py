@@ -107,26 +107,40 @@ class Table:
 
 
 # --- the tables ---------------------------------------------------------------------------------
-def mobilenet_v1(num_classes: int = 1000) -> Table:
+def mobilenet_v1(num_classes: int = 1000, width: float = 1.0) -> Table:
     # (stride, c_out) of the 13 depthwise-separable blocks (Howard et al. 2017, Table 1)
     blocks = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512)] + [(1, 512)] * 5 \
         + [(2, 1024), (1, 1024)]
-    feats: list[Any] = [Conv("0", 3, 32, 3, 2)]
-    cin = 32
+
+    def depth(c: int) -> int:  # width multiplier as TF-slim mobilenet_v1.py: max(int(c * width), 8)
+        return max(int(c * width), 8)
+
+    feats: list[Any] = [Conv("0", 3, depth(32), 3, 2)]
+    cin = depth(32)
     for i, (s, c) in enumerate(blocks, start=1):
-        feats.append(Seq(str(i), (Conv("dw", cin, cin, 3, s, groups=cin), Conv("pw", cin, c, 1))))
-        cin = c
-    nodes = (Seq("features", tuple(feats)), Pool("avgpool"), Flatten(), Linear("fc", 1024, num_classes))
-    return Table("mobilenet_v1", nodes, "Howard et al. 2017 (arXiv:1704.04861) Table 1, width 1.0")
+        feats.append(Seq(str(i), (Conv("dw", cin, cin, 3, s, groups=cin), Conv("pw", cin, depth(c), 1))))
+        cin = depth(c)
+    nodes = (Seq("features", tuple(feats)), Pool("avgpool"), Flatten(), Linear("fc", cin, num_classes))
+    name = "mobilenet_v1" if width == 1.0 else f"mobilenet_v1_{width:g}"
+    return Table(name, nodes, f"Howard et al. 2017 (arXiv:1704.04861) Table 1, width {width:g}")
 
 
-def mobilenet_v2(num_classes: int = 1000) -> Table:
+def _divisible8(v: float) -> int:
+    """Round a scaled channel count to a multiple of 8, never 10 % below it (Sandler et al.'s
+    _make_divisible, TF-slim mobilenet/conv_blocks.py)."""
+    out = max(8, int(v + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * v else out
+
+
+def mobilenet_v2(num_classes: int = 1000, width: float = 1.0) -> Table:
     # (expansion t, c_out, repeats n, stride s) — Sandler et al. 2018, Table 2
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1)]
-    feats: list[Any] = [Conv("0", 3, 32, 3, 2, act="relu6")]
-    cin, idx = 32, 1
+    c0 = _divisible8(32 * width)
+    feats: list[Any] = [Conv("0", 3, c0, 3, 2, act="relu6")]
+    cin, idx = c0, 1
     for t, c, n, s in settings:
+        c = _divisible8(c * width)
         for j in range(n):
             stride = s if j == 0 else 1
             hid = cin * t
@@ -136,9 +150,14 @@ def mobilenet_v2(num_classes: int = 1000) -> Table:
             node = Residual(str(idx), tuple(body)) if stride == 1 and cin == c else Seq(str(idx), tuple(body))
             feats.append(node)
             cin, idx = c, idx + 1
-    feats.append(Conv(str(idx), cin, 1280, 1, act="relu6"))
-    nodes = (Seq("features", tuple(feats)), Pool("avgpool"), Flatten(), Linear("classifier", 1280, num_classes))
-    return Table("mobilenet_v2", nodes, "Sandler et al. 2018 (arXiv:1801.04381) Table 2; torchvision mobilenet_v2")
+    # below width 1 the last conv keeps its 1280 channels (Sandler et al. 2018 apply the multiplier
+    # to every layer but the last conv in that case); above 1 it widens with the rest
+    last = _divisible8(1280 * width) if width > 1.0 else 1280
+    feats.append(Conv(str(idx), cin, last, 1, act="relu6"))
+    nodes = (Seq("features", tuple(feats)), Pool("avgpool"), Flatten(), Linear("classifier", last, num_classes))
+    name = "mobilenet_v2" if width == 1.0 else f"mobilenet_v2_{width:g}"
+    return Table(name, nodes, f"Sandler et al. 2018 (arXiv:1801.04381) Table 2; torchvision mobilenet_v2; "
+                 f"width {width:g}")
 
 
 def efficientnet_b0(num_classes: int = 1000) -> Table:
@@ -205,10 +224,17 @@ def cnn_names() -> list[str]:
     return sorted(TABLES)
 
 
-def table(name: str, num_classes: int = 1000) -> Table:
+WIDTH_SCALED = ("mobilenet_v1", "mobilenet_v2")  # tables that take a width multiplier
+
+
+def table(name: str, num_classes: int = 1000, width: float = 1.0) -> Table:
     key = name.lower().replace("-", "_")
     if key not in TABLES:
         raise bad("model", name, ", ".join(cnn_names()))
+    if width != 1.0:
+        if key not in WIDTH_SCALED:
+            raise bad("width", width, f"1.0 for {key} (width multipliers: {', '.join(WIDTH_SCALED)})")
+        return TABLES[key](num_classes, width=width)
     return TABLES[key](num_classes)
 
 
@@ -282,9 +308,10 @@ class _Builder:
 
 
 def trace(name: str, batch: int = 1, image_size: int = 224, dtype: str = "fp16",
-          num_classes: int = 1000) -> Trace:
-    """Inference trace of a zoo CNN from its layer table (torch not needed)."""
-    t = table(name, num_classes)
+          num_classes: int = 1000, width: float = 1.0) -> Trace:
+    """Inference trace of a zoo CNN from its layer table (torch not needed); `width` is the
+    MobileNet width multiplier (1.0: the tables as published)."""
+    t = table(name, num_classes, width)
     b = _Builder(batch, dtype)
     b.walk(t.nodes, (3, image_size, image_size), "")
     prov = {"model": t.name, "source": "layer table", "table_source": t.source, "batch": batch,

@@ -1,0 +1,177 @@
+"""The host-model terms of the sixth fit (validation/data/cpu-host/README.md), each against a
+hand-computed expectation: L3 residency of a rotated working set, bitmap branch mispredicts, the
+per-segment DRAM latency of the numba SpMM, OpenBLAS's M-remainder kernels and the stream rate
+of a blocked GEMM's packing reads. Every term is off when its spec key is absent."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import hwmodels
+import hwmodels.cpu as cpu
+from simsparse.core.mapping import Mapping
+from simsparse.core.ops import Op
+from simsparse.core.sparsity import Block, Unstructured
+
+MiB = 2**20
+
+
+def _spec(**eff: float):
+    """host with only the given efficiency keys (no calibrated values in the way)."""
+    return hwmodels.load("host").replace(efficiency=dict(eff))
+
+
+# --- L3 residency of a rotated working set -------------------------------------------------------
+
+
+def test_l3_share_is_survival_probability():
+    # 4 copies x 1 MiB touched per call = 4 MiB inserted between two uses of a copy; a 4 MiB cache
+    # with random replacement keeps a line with probability exp(-4/4) = 0.3679
+    spec = _spec(l3_keep_bytes=4 * MiB)
+    mp = Mapping("cpu_csr", params={"threads": 1, "rotation_copies": 4})
+    assert cpu.l3_resident_share(spec, mp, 1 * MiB) == pytest.approx(math.exp(-1.0), rel=1e-12)
+    assert cpu.l3_resident_share(spec, mp, 0.0) == 0.0
+    # no rotation given (a real caller), or no capacity in the spec: cold, the old behaviour
+    assert cpu.l3_resident_share(spec, Mapping("cpu_csr", params={"threads": 1}), 1 * MiB) == 0.0
+    assert cpu.l3_resident_share(_spec(), mp, 1 * MiB) == 0.0
+
+
+def test_l3_resident_traffic_moves_at_l3_bandwidth():
+    # dense GEMM 64 x 64 x 64 fp32: A, B 16 KiB each + C 16 KiB written once = 49152 bytes.
+    # With 1 rotation copy and l3_keep = 49152 / ln 2 the share kept is exactly 1/2, so the
+    # DRAM-side time is half the bytes at the DRAM rate and half at the L3 rate (probe numbers).
+    op = Op.gemm(64, 64, 64, dtype="fp32")
+    nbytes = 3 * 64 * 64 * 4
+    spec = _spec(l3_keep_bytes=nbytes / math.log(2.0))
+    cold = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1}), spec)
+    warm = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1, "rotation_copies": 1}), spec)
+    dram_bw = spec.dram_bw_gbps * 1e9
+    l3_bw = spec.l3_bw_bytes_per_clk * spec.clock_hz
+    assert cold.breakdown_s["dram"] == pytest.approx(nbytes / dram_bw, rel=1e-9)
+    assert warm.breakdown_s["dram"] == pytest.approx(0.5 * nbytes / dram_bw + 0.5 * nbytes / l3_bw, rel=1e-9)
+
+
+# --- bitmap: mispredicted bit tests ---------------------------------------------------------------
+
+
+def test_bitmap_mispredicts_about_four_per_byte_at_half_density():
+    # d = 0.5: every byte is busy (1 - 2^-8) and each of its 8 bit tests is a coin flip, so a
+    # predictor errs on half of them: ~4 mispredicts per byte, 12 cycles each = 48 cycles per
+    # byte. 16 pixels (one block), 8 rows x 64 columns = 8 bytes per row: 8 * 8 * 48 = 3072 cycles
+    op = Op.gemm(16, 8, 64, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_bitmap", tile=(16, 8, 64), params={"threads": 1})
+    base = cpu.cost(op, mp, _spec())
+    miss = cpu.cost(op, mp, _spec(**{"cpu_bitmap.c_miss": 12.0}))
+    extra_cycles = (miss.breakdown_s["core"] - base.breakdown_s["core"]) * base.cycles / base.t_s
+    assert extra_cycles == pytest.approx(8 * 8 * 4 * 12, rel=0.01)
+
+
+def test_bitmap_mispredicts_vanish_for_an_empty_or_full_bitmap():
+    mp = Mapping("cpu_bitmap", tile=(16, 8, 64), params={"threads": 1})
+    for d in (1e-9, 1.0):  # no set bit / every bit set: every branch goes one way
+        op = Op.gemm(16, 8, 64, dtype="fp32", weight=Unstructured(d))
+        a = cpu.cost(op, mp, _spec()).t_s
+        b = cpu.cost(op, mp, _spec(**{"cpu_bitmap.c_miss": 12.0})).t_s
+        assert b == pytest.approx(a, rel=1e-6)
+
+
+# --- numba SpMM: exposed latency per first-touched X segment ---------------------------------------
+
+
+def test_x_segments_one_block_and_block_columns():
+    # one pixel block (M = 49 <= mb): CSR at d = 0.5 over N = 64 rows touches every one of the
+    # K = 128 X rows (untouched with probability 0.5^64): 128 segments x 100 ns = 12.8 us
+    op = Op.gemm(49, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(49, 64, 128), params={"threads": 1})
+    d = cpu.cost(op, mp, _spec(x_seg_s=1e-7)).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+    assert d == pytest.approx(128 * 1e-7, rel=1e-9)
+    # 1x4 blocks at block density 0.5, one pixel block: the 4 rows of a block column are
+    # contiguous in X, so 32 segments (a block column is untouched with probability 0.5^64);
+    # 4x1 blocks: 128 single-row segments, each untouched by all 16 block rows w.p. 0.5^16
+    for blk, segs in (((1, 4), 32 * (1 - 0.5**64)), ((4, 1), 128 * (1 - 0.5**16))):
+        opb = Op.gemm(49, 64, 128, dtype="fp32", weight=Block(*blk, density=0.5))
+        mpb = Mapping("cpu_bsr", tile=(49, 64, 128), params={"threads": 1})
+        d = cpu.cost(opb, mpb, _spec(x_seg_s=1e-7)).breakdown_s["dram"] \
+            - cpu.cost(opb, mpb, _spec()).breakdown_s["dram"]
+        assert d == pytest.approx(segs * 1e-7, rel=1e-6)
+
+
+def test_x_segments_per_pixel_block():
+    # M = 100 in blocks of 50: each of the 128 touched X rows is read as 2 separate segments
+    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
+    d = cpu.cost(op, mp, _spec(x_seg_s=1e-7)).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+    assert d == pytest.approx(2 * 128 * 1e-7, rel=1e-9)
+
+
+def test_short_segments_share_their_latency_and_split_outputs_count():
+    # x_seg_lines = 8: a segment of 4 cache lines exposes half a latency.
+    # One block of 49 pixels: 128 X segments of 196 B = 4 lines -> 64 latencies = 6.4 us; Y is one
+    # contiguous stream (no Y segments).
+    op = Op.gemm(49, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(49, 64, 128), params={"threads": 1})
+    on = _spec(x_seg_s=1e-7, x_seg_lines=8.0)
+    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+    assert d == pytest.approx(64 * 1e-7, rel=1e-9)
+    # M = 100 in 2 blocks of 50 pixels (200 B = 4 lines): 2 x 128 X segments and 64 rows x 2 blocks
+    # of Y segments, each half exposed: (256 + 128) / 2 = 192 latencies = 19.2 us
+    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
+    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+    assert d == pytest.approx(192 * 1e-7, rel=1e-9)
+
+
+# --- dense GEMM: OpenBLAS M-remainder kernels, packing streams -------------------------------------
+
+
+def test_binary_pieces():
+    assert cpu._binary_pieces(0) == []
+    assert cpu._binary_pieces(1) == [1]
+    assert cpu._binary_pieces(15) == [1, 2, 4, 8]
+    assert cpu._binary_pieces(12) == [4, 8]
+
+
+def test_m_remainder_runs_on_narrow_kernels():
+    # M = 49 = 3 x 16 + 1. Padded: 4 tiles of 16 rows. With the remainder on a 1-row kernel that
+    # costs 1 + 4 rows of a tile: 48 + 5 = 53 row-equivalents, so FMA cycles are 53/64 of padded.
+    # N = 4 (one column of tiles), K = 64: padded 64 * 4 * 64 / 16 = 1024 cycles, narrow 848.
+    ideal = dict(dram_bw_gbps=1e12)
+    eff = {"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0}
+    op = Op.gemm(49, 4, 64, dtype="fp32")
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1})
+    padded = cpu.cost(op, mp, hwmodels.load("host").replace(efficiency=eff, **ideal))
+    narrow = cpu.cost(op, mp, hwmodels.load("host").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal))
+    assert padded.cycles == pytest.approx(64 * 4 * 64 / 16, rel=1e-6)
+    assert narrow.cycles == pytest.approx(53 * 4 * 64 / 16, rel=1e-6)
+    # a multiple of 16 has no remainder: unchanged
+    op48 = Op.gemm(48, 4, 64, dtype="fp32")
+    a = cpu.cost(op48, mp, hwmodels.load("host").replace(efficiency=eff, **ideal)).cycles
+    b = cpu.cost(op48, mp, hwmodels.load("host").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal)).cycles
+    assert a == pytest.approx(b, rel=1e-12) == pytest.approx(48 * 4 * 64 / 16, rel=1e-6)
+
+
+def test_blocked_gemm_reads_at_the_stream_rate_when_calibrated():
+    # 64 x 64 x 64 fp32: 49152 compulsory bytes. With stream_eff = 0.5 and dram_eff = 0.25 a
+    # blocked GEMM (packing = sequential streams) moves them at 0.5 x the probe bandwidth.
+    op = Op.gemm(64, 64, 64, dtype="fp32")
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1})
+    spec = _spec(stream_eff=0.5, dram_eff=0.25)
+    assert cpu.cost(op, mp, spec).breakdown_s["dram"] == pytest.approx(
+        49152 / (0.5 * spec.dram_bw_gbps * 1e9), rel=1e-9)
+    # without stream_eff the old rate (dram_eff) applies
+    spec = _spec(dram_eff=0.25)
+    assert cpu.cost(op, mp, spec).breakdown_s["dram"] == pytest.approx(
+        49152 / (0.25 * spec.dram_bw_gbps * 1e9), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["snapdragon-835", "cortex-a76", "avx512-server", "wasm-simd128-arm"])
+def test_new_terms_are_off_for_other_specs(name):
+    # a rotation count in the mapping changes nothing where the spec has no l3_keep_bytes
+    spec = hwmodels.load(name)
+    op = Op.gemm(196, 64, 192, dtype="fp32")
+    for kernel in ("cpu_dense_gemm",):
+        a = cpu.cost(op, Mapping(kernel, params={"threads": 1}), spec).t_s
+        b = cpu.cost(op, Mapping(kernel, params={"threads": 1, "rotation_copies": 32}), spec).t_s
+        assert a == b
