@@ -52,9 +52,10 @@ SPEC = "snapdragon-835"
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0")
 RELEASED_DENSITY = {"mobilenet_v1": 0.10, "mobilenet_v2": 0.15, "efficientnet_b0": 0.20}  # width 1.0 models
 BAND = (1.3, 2.4)
-SPARSE_GAP = ("the modelled sparse path is 2.1-3.1x faster than the released SD835 latencies; the "
-              "missing cost (latency of the L1-missing X gathers) has no public Cortex-A73 L2 latency "
-              "to price it, so it stays off (spec file); not tuned to pass")
+SPARSE_GAP = ("the modelled sparse path is 2.1-3.1x faster than the released SD835 latencies and the "
+              "cause is not pinned down: latency of the L1-missing X gathers, at plausible but unsourced "
+              "A73 values, explains about a third of it, and no public Cortex-A73 L2 latency exists to "
+              "set it from, so that term stays off (spec file); not tuned to pass")
 
 
 @pytest.fixture(scope="module")
