@@ -243,6 +243,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("bsr_tc.latency_per_block", 500.0, 0.0, 20000.0, "latency cycles per visited block of one program "
           "(dependent block-index load, then the gather of its x rows from L2): hidden by the other "
           "programs resident on the SM, so it only sets a floor of one program's chain"),
+    Param("bsr_tc.cycles_per_token", 0.0, 0.0, 100.0, "serial SM cycles per token of a block's x "
+          "gather (address + load of the bw values one token needs), per visited block"),
     Param("bsr_tc.fixed_s", 5e-6, 0.0, 1e-4, "device time per call besides the block-sparse main loop "
           "(output initialisation and the Triton kernel's prologue)"),
     Param("flash_llm.tc_eff", 0.6, 0.05, 1.0, "achieved Tensor-Core fraction of Flash-LLM (prior: "
@@ -425,13 +427,14 @@ class TileProblem(NamedTuple):
     # k-steps of the longest CTA over the average CTA's (causal attention: the last query tile
     # sees every key, the average half of them); an SM's wave is never shorter than that CTA
     longest_cta: float = 1.0
+    serial_per_mk: float = 0.0  # cycles per tm·tk element that do not overlap the MMA (per-token gather)
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
                 self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
-                self.persistent, self.epilogue_s, self.longest_cta)
+                self.persistent, self.epilogue_s, self.longest_cta, self.serial_per_mk)
 
 
 @dataclass(frozen=True)
@@ -512,7 +515,7 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     mma = p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk
     smem = stage_bytes / p.feed_bytes_per_clk
     sfu = p.sfu_per_mk * tm * tk
-    step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step
+    step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step + p.serial_per_mk * tm * tk
     # SM time of one CTA (issue slots shared by the CTAs resident on the SM) + its prologue/epilogue
     t_cta = (k_iters * step + (0.0 if p.persistent else p.cta_cycles)) / r.clock_hz \
         + p.epilogue_s * (1 + p.q_once) * tm * tn * p.elem_bytes
@@ -668,7 +671,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     w_step = tn * tk * eb
     stage_bytes = a_step + p.w_tile_frac * w_step
     step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, stage_bytes / p.feed_bytes_per_clk),
-                      p.sfu_per_mk * tm * tk) + p.serial_per_step
+                      p.sfu_per_mk * tm * tk) + p.serial_per_step + p.serial_per_mk * tm * tk
     smem = st * stage_bytes + p.q_once * tm * tn * eb
     occ = np.clip(np.minimum(np.floor(r.smem_bytes / np.maximum(smem, 1.0)),
                              np.floor(r.regs_bytes / (REG_BYTES_PER_ACC * tm * tn))), 1, MAX_CTAS_PER_SM)
@@ -1098,6 +1101,8 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         common.update(w_bytes=bsr_weight_bytes(op.n, op.k, bh, bw, n_blocks, b) * op.batch,
                       block_density=w.density, block_rows=bh, tile_family=("bsr_tc", bh, bw), decomp="none",
                       serial_per_step=param(spec, "bsr_tc.cycles_per_block"), fixed_s=param(spec, "bsr_tc.fixed_s"),
+                      # the x rows a block needs are gathered token by token (tm of them per block)
+                      serial_per_mk=param(spec, "bsr_tc.cycles_per_token") / bw,
                       latency_per_step=param(spec, "bsr_tc.latency_per_block"),
                       feed_bytes_per_clk=_l2_bytes_per_clk_per_sm(spec))
         return TileProblem(peak_per_clk=peak * param(spec, "bsr_tc.tc_eff"), **common)

@@ -52,7 +52,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cusparse_bsr_fp32": ("cusparse_bsr:fp32", ("cusparse_bsr.fixed_s_fp32", "cusparse_bsr.gather_eff_fp32",
                                                 "cusparse_bsr.cycles_per_block_fp32",
                                                 "cusparse_bsr.cycles_per_value_fp32")),
-    "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s")),
+    "bsr_tc": ("bsr_tc", ("bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
+                          "bsr_tc.cycles_per_token")),
     "act_gemv": ("act_gemv", ("act_gemv.hbm_eff", "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s")),
     # fused attention (torch SDPA): cuDNN's Hopper kernel (softmax overlapped), then FlashAttention-2
     "flash_attention": ("flash_attention:cudnn", ("flash_attention.tc_eff", "flash_attention.fixed_s",

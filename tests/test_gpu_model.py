@@ -560,3 +560,21 @@ def test_causal_attention_waits_for_its_longest_query_tile():
 
     assert t(1, 8, 1024, True) == pytest.approx(t(1, 8, 1024, False), rel=0.10)  # not the 0.5 of the average
     assert 0.45 < t(8, 32, 8192, True) / t(8, 32, 8192, False) < 0.65
+
+
+def test_bsr_tc_gathers_each_token_of_a_block():
+    """Triton BSR: a visited block costs cycles_per_token per token of the tile on top of its fixed
+    per-block cycles. One program (16 W rows x 16 tokens, K = 4096 at block density 0.5 -> k-steps
+    over the kept blocks): the compute time grows by k_iters x 16 tokens x that cost."""
+    spec = hwmodels.load("h200")
+    r = gpu.machine_rates(spec)
+    op = Op.gemm(16, 16, 4096, dtype="fp16", weight=Block(16, 16, 0.5))
+    p = gpu.tile_problem(op, "bsr_tc", spec)
+    assert p.serial_per_mk == pytest.approx(gpu.param(spec, "bsr_tc.cycles_per_token") / 16)
+    a = gpu.tile_time_scalar(p._replace(serial_per_mk=0.0), r, 16, 16, 16, 1, 2)
+    b = gpu.tile_time_scalar(p._replace(serial_per_mk=2.0 / 16), r, 16, 16, 16, 1, 2)
+    assert b["compute_s"] - a["compute_s"] == pytest.approx(a["k_iters"] * 2.0 * 16 / r.clock_hz)
+    t, _, rows = gpu.tile_time_vec([p], spec)
+    for i in range(len(t)):
+        _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+        assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
