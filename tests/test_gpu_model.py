@@ -36,6 +36,15 @@ def tiny():
     return parse_spec(TINY, "tiny")
 
 
+def _vec_equals_scalar(p, spec, every: int = 1) -> None:
+    """The vector pass prices every candidate of `p` as the scalar equations do."""
+    r = gpu.machine_rates(spec)
+    t, _, rows = gpu.tile_time_vec([p], spec)
+    for i in range(0, len(t), every):
+        _, tm, tn, tk, s, st = (int(v) for v in rows[i])
+        assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+
+
 def test_hand_computed_waves_and_cycles(tiny):
     """256x256x128 fp16 on 4 SMs, tile 128x128x64, 2 stages: 4 CTAs in one wave, 2 k-steps of
     2·128·128·64 / 1024 = 2048 cycles each (MMA-bound: the 32 KB stage is 256 smem cycles)."""
@@ -352,10 +361,7 @@ def test_bsr_tc_block_latency_is_hidden_by_resident_programs():
     # 66x the programs (8 resident per SM): far less than 66x the time
     assert t_many["compute_s"] < 8 * t_few["compute_s"]
     for p in (few, many):
-        t, allowed, rows = gpu.tile_time_vec([p], spec)
-        for i in range(len(t)):
-            _, tm, tn, tk, s, st = (int(v) for v in rows[i])
-            assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+        _vec_equals_scalar(p, spec)
 
 
 def test_cusparselt_searched_plan_pays_per_cta_prologue_epilogue():
@@ -488,12 +494,8 @@ def test_persistent_kernel_pays_one_fill_and_one_prologue(tiny):
     epi = pers._replace(epilogue_s=1 / (32 * 1e9))
     c = gpu.tile_time_scalar(epi, r, 128, 128, 64, 1, 2)
     assert c["t_s"] - b["t_s"] == pytest.approx(4 * 2 * 1024 / 1e9)
-    per, pers = per, epi
-    for p in (per, pers):
-        t, _, rows = gpu.tile_time_vec([p], tiny)
-        for i in range(len(t)):
-            _, tm, tn, tk, s, st = (int(v) for v in rows[i])
-            assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+    for p in (per, pers, epi):
+        _vec_equals_scalar(p, tiny)
 
 
 def test_searched_cusparselt_menu_is_the_recorded_kernels():
@@ -574,7 +576,4 @@ def test_bsr_tc_gathers_each_token_of_a_block():
     a = gpu.tile_time_scalar(p._replace(serial_per_mk=0.0), r, 16, 16, 16, 1, 2)
     b = gpu.tile_time_scalar(p._replace(serial_per_mk=2.0 / 16), r, 16, 16, 16, 1, 2)
     assert b["compute_s"] - a["compute_s"] == pytest.approx(a["k_iters"] * 2.0 * 16 / r.clock_hz)
-    t, _, rows = gpu.tile_time_vec([p], spec)
-    for i in range(len(t)):
-        _, tm, tn, tk, s, st = (int(v) for v in rows[i])
-        assert t[i] == pytest.approx(gpu.tile_time_scalar(p, r, tm, tn, tk, s, st)["t_s"], rel=1e-9)
+    _vec_equals_scalar(p, spec)
