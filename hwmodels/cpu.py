@@ -56,6 +56,9 @@ CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds ou
 # the write-allocate fill overlaps, stores do not stall the loop). Byte counts in Cost are the
 # time-relevant traffic, not the bus total (which is 2x for Y).
 Y_TIME_FACTOR = 1.0
+# steepness of the predictor's forgetting with sequence length (branch_learned): a table that keeps
+# the most recent outcomes forgets a longer sequence almost at once (LRU-like: a steep hill)
+BRANCH_HILL = 4.0
 
 
 # --- legality rules -----------------------------------------------------------------------
@@ -200,7 +203,8 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
     if family == "cpu_bitmap":
         # load + test per byte; shift/test/branch per bit; c_miss: cycles per mispredicted branch
         # (0 = not modelled; a spec calibrates it, e.g. host)
-        return {"c_byte": 2.0, "c_bit": 1.0, "c_miss": 0.0}
+        # bp_keep: hard branch outcomes the predictor keeps across repeated scans (branch_learned; 0 = off)
+        return {"c_byte": 2.0, "c_bit": 1.0, "c_miss": 0.0, "bp_keep": 0.0}
     if family == "cpu_bsr":
         return {"c_blk": 4 / ld + 4}  # block-column index load + loop nest setup per block
     if family == "cpu_nm":
@@ -312,6 +316,24 @@ def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: fl
     if copies <= 0 or keep <= 0 or bytes_per_call <= 0:
         return 0.0
     return math.exp(-copies * bytes_per_call / keep)
+
+
+def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: float, n_scans: int) -> float:
+    """Share of a data-dependent branch sequence's mispredicts that a repeated scan no longer pays.
+
+    A loop that branches on data (the bitmap's bit tests) takes the same outcome sequence every time
+    it scans the same weights: once per pixel block within a call and, for a caller that repeats the
+    call on unchanged weights (a timing harness: ``mapping.params['rotation_copies']`` > 0), once per
+    call. A history-based predictor (TAGE-like) learns a repeating sequence whose hard outcomes fit
+    its tables and forgets a longer one: of S = `misses_per_scan` hard outcomes it keeps the share
+    1 / (1 + (S / C)^BRANCH_HILL), C = ``cpu_bitmap.bp_keep`` (spec efficiency; absent = 0 = nothing
+    learned). The first scan of a call that is not repeated always pays in full."""
+    keep = spec.efficiency.get("cpu_bitmap.bp_keep", 0.0)
+    if keep <= 0 or misses_per_scan <= 0 or n_scans <= 0:
+        return 0.0
+    repeated = mapping is not None and float(mapping.params.get("rotation_copies", 0) or 0) > 0
+    eligible = 1.0 if repeated else (n_scans - 1) / n_scans
+    return eligible / (1.0 + (misses_per_scan / keep) ** BRANCH_HILL)
 
 
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
@@ -456,8 +478,12 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # in a busy byte, 8 bit tests each set with probability d / busy; random outcomes defeat
         # the predictor, which then errs on the minority outcome (``c_miss`` cycles each, 0 = off)
         q_bit = min(d / busy, 1.0) if busy > 0 else 0.0
-        scan += math.ceil(k / 8) * q.get("c_miss", 0.0) * (min(busy, 1.0 - busy)
-                                                          + busy * 8 * min(q_bit, 1.0 - q_bit))
+        miss_per_byte = min(busy, 1.0 - busy) + busy * 8 * min(q_bit, 1.0 - q_bit)
+        # the scan repeats the same outcome sequence for every pixel block (and, for a caller that
+        # repeats the call on the same weights, every call): a predictor that keeps the sequence of
+        # one scan learns it; the share it keeps falls off with the scan's length (branch_learned)
+        learned = branch_learned(spec, mapping, n * math.ceil(k / 8) * miss_per_byte, n_blk)
+        scan += math.ceil(k / 8) * q.get("c_miss", 0.0) * miss_per_byte * (1.0 - learned)
         cycles = n_blk * (n * (c_row + scan) + stored * c_nnz) + stored * axpy + 2 * n * out_pass
     elif kernel == "cpu_bsr":
         q = params(spec, "cpu_bsr")
@@ -564,7 +590,10 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # loads (A is loaded lanes k-steps at a time), ~4 pointer / loop instructions per lanes steps
         per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
         fma_cycles = max(fma_cycles, tiles * op.k * issue(spec, per_k))
-    pack = (op.m * op.k + op.n * op.k) / lane * p["c_pack"]  # pack the A and B panels once per call
+    # pack the A and B panels once per call; a GEMV packs nothing where the spec says its library
+    # streams W straight from memory (gemm.gemv_packs = 0: OpenBLAS sgemv; absent = 1, packed)
+    packs = spec.efficiency.get("gemm.gemv_packs", 1.0) if op.m == 1 or op.n == 1 else 1.0
+    pack = packs * (op.m * op.k + op.n * op.k) / lane * p["c_pack"]
     threads = min(threads_of(spec, mapping), tiles)
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
     bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b)
@@ -572,6 +601,10 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate
     t_x = bytes_dram * (1 / _bw(spec, "stream") - 1 / _bw(spec, "dram")) \
         if tiles > 1 and "stream_eff" in spec.efficiency else 0.0
+    if tiles == 1 and "gemv_stream_eff" in spec.efficiency:
+        # BLAS GEMV reads several rows of W at once (OpenBLAS sgemv_t: 4 concurrent streams), more
+        # memory-level parallelism than one sequential stream: its own achieved DRAM share
+        t_x = bytes_dram * (1 / (spec.dram_bw * spec.efficiency["gemv_stream_eff"]) - 1 / _bw(spec, "stream"))
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
                    t_dram_extra=t_x)

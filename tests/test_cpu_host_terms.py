@@ -175,3 +175,62 @@ def test_new_terms_are_off_for_other_specs(name):
         a = cpu.cost(op, Mapping(kernel, params={"threads": 1}), spec).t_s
         b = cpu.cost(op, Mapping(kernel, params={"threads": 1, "rotation_copies": 32}), spec).t_s
         assert a == b
+
+
+# --- seventh fit: branch predictor learning a repeated bitmap scan ---------------------------------
+
+
+def test_branch_learned_share():
+    # S = C hard outcomes per scan: the hill 1 / (1 + 1^h) keeps half of them, whatever h
+    spec = _spec(**{"cpu_bitmap.bp_keep": 1000.0})
+    rep = Mapping("cpu_bitmap", params={"threads": 1, "rotation_copies": 8})
+    once = Mapping("cpu_bitmap", params={"threads": 1})
+    assert cpu.branch_learned(spec, rep, 1000.0, 1) == pytest.approx(0.5, rel=1e-12)
+    # one scan of a call that is not repeated has nothing to learn from
+    assert cpu.branch_learned(spec, once, 1000.0, 1) == 0.0
+    # 4 pixel blocks scan the same row bitmaps: blocks 2-4 (3/4 of the scans) may hit learned entries
+    assert cpu.branch_learned(spec, once, 1000.0, 4) == pytest.approx(0.75 * 0.5, rel=1e-12)
+    # twice the capacity: 1 / (1 + 2^BRANCH_HILL)
+    assert cpu.branch_learned(spec, rep, 2000.0, 1) == pytest.approx(1 / (1 + 2.0 ** cpu.BRANCH_HILL), rel=1e-12)
+    # no capacity in the spec: nothing learned
+    assert cpu.branch_learned(_spec(), rep, 1000.0, 1) == 0.0
+
+
+def test_bitmap_mispredicts_halved_at_capacity():
+    # d = 0.5, 8 rows x 64 columns, one pixel block: ~4 mispredicts per byte x 64 bytes = ~256 hard
+    # outcomes per scan (exactly 64 * (2^-8 + (1 - 2^-8) * 8 * 0.5 / (1 - 2^-8)) = 64 * 4.0039).
+    # With bp_keep equal to that and a repeated call, half of the mispredict cycles go away.
+    op = Op.gemm(16, 8, 64, dtype="fp32", weight=Unstructured(0.5))
+    busy = 1 - 0.5 ** 8
+    s = 64 * (min(busy, 1 - busy) + busy * 8 * min(0.5 / busy, 1 - 0.5 / busy))
+    rep = Mapping("cpu_bitmap", tile=(16, 8, 64), params={"threads": 1, "rotation_copies": 4})
+    base = cpu.cost(op, rep, _spec()).breakdown_s["core"]
+    miss = cpu.cost(op, rep, _spec(**{"cpu_bitmap.c_miss": 12.0})).breakdown_s["core"]
+    kept = cpu.cost(op, rep, _spec(**{"cpu_bitmap.c_miss": 12.0, "cpu_bitmap.bp_keep": s})).breakdown_s["core"]
+    assert kept - base == pytest.approx(0.5 * (miss - base), rel=1e-9)
+
+
+# --- seventh fit: BLAS GEMV reads W in place at its own stream rate --------------------------------
+
+
+def test_gemv_packs_nothing_and_streams_at_its_rate():
+    # 1 x 4096 x 4096 fp32 GEMV: 16 MiB of W + 16 KiB x + 16 KiB y (Y counted once) = 16809984 bytes.
+    op = Op.gemm(1, 4096, 4096, dtype="fp32")
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1})
+    packed = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0}))
+    inplace = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0, "gemm.gemv_packs": 0.0}))
+    # packing (4096 + 4096 * 4096) / 16 lanes x 10 cycles is gone; the FMAs remain (4096^2 / 16 / 2)
+    clock = packed.cycles / packed.t_s
+    lost = (packed.breakdown_s["core"] - inplace.breakdown_s["core"]) * clock
+    assert lost == pytest.approx((4096 + 4096 * 4096) / 16 * 10.0, rel=1e-9)
+    # a blocked GEMM still packs
+    op2 = Op.gemm(64, 64, 64, dtype="fp32")
+    assert cpu.cost(op2, mp, _spec(**{"gemm.c_pack": 10.0, "gemm.gemv_packs": 0.0})).t_s == \
+        cpu.cost(op2, mp, _spec(**{"gemm.c_pack": 10.0})).t_s
+    # memory: the GEMV moves its bytes at gemv_stream_eff x the probe bandwidth, not stream_eff
+    spec = _spec(stream_eff=0.5, gemv_stream_eff=0.75)
+    nbytes = 4096 * 4096 * 4 + 4096 * 4 + 4096 * 4
+    assert cpu.cost(op, mp, spec).breakdown_s["dram"] == pytest.approx(
+        nbytes / (0.75 * spec.dram_bw_gbps * 1e9), rel=1e-9)
+    assert cpu.cost(op, mp, _spec(stream_eff=0.5)).breakdown_s["dram"] == pytest.approx(
+        nbytes / (0.5 * spec.dram_bw_gbps * 1e9), rel=1e-9)
