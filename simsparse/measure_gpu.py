@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -625,12 +626,8 @@ class Campaign:
             if "skipped" in res:
                 reason = res.pop("skipped")
                 return self.skip_row(base, prep, prep.dtype, reason, **prep.extra, **res)
-            if self.args.profile_kernels and prep.kernel in ("cublas", "cusparselt") \
-                    and prep.variant != "semi_structured_linear":
-                try:
-                    res["kernels"] = self.kg.launched_kernels(prep.fn)
-                except Exception as exc:  # noqa: BLE001 - the timing stands without it
-                    res["kernels_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            if prep.kernel in ("cublas", "cusparselt") and prep.variant != "semi_structured_linear":
+                res.update(self.launched(prep))
             out = prep.fn()
             y = prep.as_y(out)
             rows, cols, ref_r, ref_c = ref
@@ -645,6 +642,33 @@ class Campaign:
                                  "tolerance": tol, "check": check, **prep.extra})
         except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
             return self.error_row(base, prep, exc)
+
+    def launched(self, prep) -> dict:
+        """With --profile-kernels: the kernels one call of `prep` launches (or why not)."""
+        if not self.args.profile_kernels:
+            return {}
+        try:
+            return {"kernels": self.kg.launched_kernels(prep.fn)}
+        except Exception as exc:  # noqa: BLE001 - the timing stands without it
+            return {"kernels_error": f"{type(exc).__name__}: {exc}"[:300]}
+
+    def measure_fused(self, base: dict, tag, dtype: str, make, check, desc: str) -> dict:
+        """Time the call `make()` prepares, verify its output with `check(out) -> (rel_err,
+        finite)` (described by `desc`), write the row; a call that raises gets an error row
+        naming `tag` (the tagged prepare function)."""
+        try:
+            prep = make()
+            res = self.timer.time(prep.fn, cap_s=self.args.cap_ms * 1e-3)
+            if "skipped" in res:
+                return self.skip_row(base, prep, dtype, res.pop("skipped"), **res)
+            res.update(self.launched(prep))
+            err, finite = check(prep.fn())
+            tol = TOLERANCE[dtype]
+            return self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant, "call": prep.call,
+                                 "dtype": dtype, "layout": prep.layout, **res, "rel_err": err, "finite": finite,
+                                 "ok": bool(finite and err <= tol), "tolerance": tol, "check": desc})
+        except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
+            return self.error_row(base, tag, exc, dtype=dtype)
 
     def reference(self, x, wm, seed):
         """Sampled rows/cols and their fp32 reference products of the masked weight."""
@@ -766,25 +790,10 @@ class Campaign:
                         "density": 1.0, "block": None,
                         "flops": 4.0 * b * h * lq * lkv * d * (0.5 if causal and lq == lkv else 1.0)}
                 for var in ATTN_VARIANTS:
-                    try:
-                        prep = kg.prepare_sdpa(q, k, v, causal, var)
-                        res = self.timer.time(prep.fn, cap_s=self.args.cap_ms * 1e-3)
-                        if "skipped" in res:
-                            self.skip_row(base, prep, dt, res.pop("skipped"), **res)
-                            continue
-                        if self.args.profile_kernels:
-                            try:
-                                res["kernels"] = kg.launched_kernels(prep.fn)
-                            except Exception as exc:  # noqa: BLE001 - the timing stands without it
-                                res["kernels_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                        err, finite = kg.attention_error(prep.fn(), q, k, v, causal)
-                        tol = TOLERANCE[dt]
-                        self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant, "call": prep.call,
-                                      "dtype": dt, "layout": prep.layout, **res, "rel_err": err, "finite": finite,
-                                      "ok": bool(finite and err <= tol), "tolerance": tol,
-                                      "check": "batch 0, first and last head, <= 64 query rows vs fp32"})
-                    except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
-                        self.error_row(base, kg.prepare_sdpa_tag(var), exc, dtype=dt)
+                    self.measure_fused(base, kg.prepare_sdpa_tag(var), dt,
+                                       functools.partial(kg.prepare_sdpa, q, k, v, causal, var),
+                                       functools.partial(kg.attention_error, q=q, k=k, v=v, causal=causal),
+                                       "batch 0, first and last head, <= 64 query rows vs fp32")
                 del q, k, v
             torch.cuda.empty_cache()
         print(f"  [{self.elapsed():6.1f}s] attention: {len(geoms)} geometries done ({len(self.w.rows)} rows)",
@@ -806,25 +815,10 @@ class Campaign:
                     base = {"kind": "grouped", "m": total, "n": n, "k": k, "experts": e, "expert_tokens": counts,
                             "skew": skew, "pattern": "dense", "density": 1.0, "block": None,
                             "shape": f"{model}/{layer}"}
-                    try:
-                        prep = kg.prepare_grouped_mm(x, w, counts)
-                        res = self.timer.time(prep.fn, cap_s=self.args.cap_ms * 1e-3)
-                        if "skipped" in res:
-                            self.skip_row(base, prep, "bf16", res.pop("skipped"), **res)
-                            continue
-                        if self.args.profile_kernels:
-                            try:
-                                res["kernels"] = kg.launched_kernels(prep.fn)
-                            except Exception as exc:  # noqa: BLE001
-                                res["kernels_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                        err, finite = kg.grouped_error(prep.fn(), x, w, counts)
-                        tol = TOLERANCE["bf16"]
-                        self.w.write({**base, "kernel": prep.kernel, "variant": prep.variant, "call": prep.call,
-                                      "dtype": "bf16", "layout": prep.layout, **res, "rel_err": err,
-                                      "finite": finite, "ok": bool(finite and err <= tol), "tolerance": tol,
-                                      "check": "<= 32 tokens of every expert vs fp32"})
-                    except Exception as exc:  # noqa: BLE001 - recorded, the campaign goes on
-                        self.error_row(base, kg.prepare_grouped_mm, exc, dtype="bf16")
+                    self.measure_fused(base, kg.prepare_grouped_mm, "bf16",
+                                       functools.partial(kg.prepare_grouped_mm, x, w, counts),
+                                       functools.partial(kg.grouped_error, x=x, w=w, counts=counts),
+                                       "<= 32 tokens of every expert vs fp32")
                 del x
             del w
             torch.cuda.empty_cache()
