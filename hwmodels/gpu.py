@@ -1176,16 +1176,14 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
             # fp32 without Tensor Cores: H200 fit half, M = 16 takes 2.0-2.4x the time of M = 1 and
             # about as long as M = 128 (a 64-token tile, 16/64 of it used); M = 1 is a GEMV
             mn = tuple((tm, tn) for tm, tn in mn if tm >= 64)
-        if family == "cslt_searched":  # a = the smallest token tile of the dtype
-            tiles = [(tm, tn, kk) for tm, tn in CUSPARSELT_SEARCHED_TILES if tm >= a
-                     for kk in CUSPARSELT_SEARCHED_TK]
-        else:
-            tiles = None
         if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
             # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
             mn = tuple((tm, a) for tm in (16, 32, 64, 128))
             tk = b
-        tiles = tiles or [(tm, tn, tk) for tm, tn in mn]
+        tiles = [(tm, tn, tk) for tm, tn in mn]
+        if family == "cslt_searched":  # a = the smallest token tile of the dtype; two k-steps
+            tiles = [(tm, tn, kk) for tm, tn in CUSPARSELT_SEARCHED_TILES if tm >= a
+                     for kk in CUSPARSELT_SEARCHED_TK]
     rows = []
     for tm, tn, tk in tiles:
         if REG_BYTES_PER_ACC * tm * tn > regs:
