@@ -331,7 +331,9 @@ def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: floa
     keep = spec.efficiency.get("cpu_bitmap.bp_keep", 0.0)
     if keep <= 0 or misses_per_scan <= 0 or n_scans <= 0:
         return 0.0
-    repeated = mapping is not None and float(mapping.params.get("rotation_copies", 0) or 0) > 0
+    # (a caller that rotates over copies with different masks, ``distinct_masks``, does not repeat it)
+    repeated = mapping is not None and float(mapping.params.get("rotation_copies", 0) or 0) > 0 \
+        and not mapping.params.get("distinct_masks")
     eligible = 1.0 if repeated else (n_scans - 1) / n_scans
     return eligible / (1.0 + (misses_per_scan / keep) ** BRANCH_HILL)
 

@@ -134,8 +134,10 @@ def row_mapping(row: dict[str, Any]):
         tile = (0, 0, 0)
     # the harness rotates each call over `rotation_copies` operand copies: the model needs the count to
     # know how much of the operands the last-level cache still holds from the previous rotation
+    # (with --cold every copy carries its own mask: no branch sequence repeats between calls)
     return Mapping(kernel=mp["kernel"], tile=tile, params={"threads": mp.get("threads", 1),
-                                                           "rotation_copies": row.get("rotation_copies", 0)})
+                                                           "rotation_copies": row.get("rotation_copies", 0),
+                                                           "distinct_masks": bool(row.get("distinct_masks"))})
 
 
 def predict(rows: list[dict[str, Any]], spec) -> np.ndarray:

@@ -40,6 +40,7 @@ import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime as _dt  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -402,8 +403,19 @@ def _copy(obj: Any) -> Any:
     return obj.copy()
 
 
-def build(pt: Point, seed: int = 0) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
-    """Operands for one point rotated over enough copies; returns (call(i), copies, facts)."""
+ROTATION_CAP = 32  # operand copies a point rotates over, at most (the default protocol)
+COLD_ROTATION_CAP = 4096  # with --cold: enough copies that even the smallest layer's set is 2x the LLC
+
+
+def build(pt: Point, seed: int = 0, cold: bool = False) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
+    """Operands for one point rotated over enough copies; returns (call(i), copies, facts).
+
+    Default: at most ROTATION_CAP copies of one encoded weight (a small layer's whole rotation can
+    then stay in the LLC, and a branchy kernel sees the same mask every call). ``cold``: copies up
+    to twice the LLC whatever the layer's size, each copy a different mask of the same pattern
+    (as the layers of a network are), so no call finds its operands cached or its branch
+    sequence learned from the call before."""
+    cap = COLD_ROTATION_CAP if cold else ROTATION_CAP
     from mappers.cpu import numba_block
     from simsparse.core import formats as F
     from simsparse.core.sparsity import parse_pattern
@@ -441,7 +453,7 @@ def build(pt: Point, seed: int = 0) -> tuple[Callable[[int], Any], int, dict[str
         else:
             op_w, fn = w, K.dense_gemv
             set_bytes = op_w.nbytes + x.nbytes + 4 * n
-            copies = int(min(32, max(1, -(-2 * _llc_bytes() // set_bytes))))
+            copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
             ws = [op_w] + [op_w.copy() for _ in range(copies - 1)]
             xs = [x] + [x.copy() for _ in range(copies - 1)]
         ref = w @ x
@@ -451,44 +463,54 @@ def build(pt: Point, seed: int = 0) -> tuple[Callable[[int], Any], int, dict[str
         facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
         return (lambda i: fn(ws[i], xs[i], out=ys[i])), copies, facts
     spars = parse_pattern(pt.pattern)
-    mask = spars.mask((n, k), seed) if pt.pattern["pattern"] != "dense" else np.ones((n, k), bool)
+    dense = pt.pattern["pattern"] == "dense"
+    mask = spars.mask((n, k), seed) if not dense else np.ones((n, k), bool)
     wd = (mask * rng.standard_normal((n, k))).astype(np.float32)
     x = rng.standard_normal((k, m), dtype=np.float32)
     mb = numba_block(m, k, 4, l2, 1)
     if pt.kernel == "cpu_dense_gemm":
-        enc, fn, call = wd, K.dense_gemm, (lambda e, xx, yy: K.dense_gemm(e, xx, out=yy))
+        encode, fn, call = (lambda w_: w_), K.dense_gemm, (lambda e, xx, yy: K.dense_gemm(e, xx, out=yy))
         mb = 0
-        facts["weight_bytes"] = int(wd.nbytes)
     elif pt.kernel == "cpu_csr":
-        enc = F.CSR.encode(wd)
+        encode = F.CSR.encode
         call = lambda e, xx, yy: K.spmm_csr(e, xx, mb, out=yy)  # noqa: E731
     elif pt.kernel == "cpu_bitmap":
-        enc = F.Bitmap.encode(wd)
-        starts = K.bitmap_row_starts(enc)
-        call = lambda e, xx, yy: K.spmm_bitmap(e, xx, mb, out=yy, starts=starts)  # noqa: E731
+        encode = F.Bitmap.encode
+        call = None  # per copy below: each encoding with its precomputed row starts
     elif pt.kernel == "cpu_bsr":
         bh, bw = pt.pattern["block"]
-        enc = F.BSR.encode(wd, bh=bh, bw=bw)
+        encode = functools.partial(F.BSR.encode, bh=bh, bw=bw)
         call = lambda e, xx, yy: K.spmm_bsr(e, xx, mb, out=yy)  # noqa: E731
     elif pt.kernel == "cpu_nm":
-        enc = F.NMCompressed.encode(wd, n=spars.n, m=spars.m)
+        encode = functools.partial(F.NMCompressed.encode, n=spars.n, m=spars.m)
         call = lambda e, xx, yy: K.spmm_nm(e, xx, mb, out=yy)  # noqa: E731
     else:
         raise ValueError(f"kernel: got {pt.kernel!r}; allowed: cpu_dense_gemm, cpu_csr, cpu_bitmap, "
                          "cpu_bsr, cpu_nm, cpu_act_gemv")
+    enc = encode(wd)
+    facts["weight_bytes"] = int(enc.nbytes)
     if pt.kernel != "cpu_dense_gemm":
-        facts["weight_bytes"] = int(enc.nbytes)
         facts["nnz"] = int(np.count_nonzero(wd))
     ref = wd @ x
     set_bytes = x.nbytes + 4 * n * m + facts["weight_bytes"]
-    copies = int(min(32, max(1, -(-2 * _llc_bytes() // set_bytes))))
-    encs = [enc] + [_copy(enc) for _ in range(copies - 1)]
+    copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
+    if cold and not dense:  # a different mask of the same pattern per copy (copy 0 is checked)
+        encs = [enc] + [encode((spars.mask((n, k), seed + 1 + j) * rng.standard_normal((n, k))).astype(np.float32))
+                        for j in range(copies - 1)]
+        facts["distinct_masks"] = True
+    else:
+        encs = [enc] + [_copy(enc) for _ in range(copies - 1)]
     xs = [x] + [x.copy() for _ in range(copies - 1)]
     ys = [np.empty((n, m), np.float32) for _ in range(copies)]
-    got = call(encs[0], xs[0], ys[0])
+    if call is None:  # bitmap: row starts computed once per encoding, outside the timed call
+        starts = [K.bitmap_row_starts(e) for e in encs]
+        fn_i = lambda i: K.spmm_bitmap(encs[i], xs[i], mb, out=ys[i], starts=starts[i])  # noqa: E731
+    else:
+        fn_i = lambda i: call(encs[i], xs[i], ys[i])  # noqa: E731
+    got = fn_i(0)
     facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
     facts["mb"] = int(mb)
-    return (lambda i: call(encs[i], xs[i], ys[i])), copies, facts
+    return fn_i, copies, facts
 
 
 def warm_up() -> None:
@@ -505,7 +527,7 @@ def warm_up() -> None:
         fn(0)
 
 
-def measure_point(pt: Point, seed: int = 0, builds: int = 1) -> dict[str, Any]:
+def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False) -> dict[str, Any]:
     """One point. With ``builds`` > 1 the operands are allocated afresh that many times and each
     allocation timed on its own; the row's times are those of the median allocation (where
     the pages of an operand land moves memory-bound kernels by 5-20 % on this VM; the
@@ -513,7 +535,7 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1) -> dict[str, Any]:
     load0 = _read("/proc/loadavg")
     runs = []
     for _ in range(max(1, builds)):
-        fn, copies, facts = build(pt, seed)
+        fn, copies, facts = build(pt, seed, cold=cold)
         runs.append((time_call(fn, copies), copies, facts))
         del fn
     runs.sort(key=lambda x: x[0]["t_median_s"])
@@ -536,7 +558,7 @@ def _stamp() -> str:
 
 
 def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
-        log: Callable[[str], None] = print, builds: int = 1) -> Path:
+        log: Callable[[str], None] = print, builds: int = 1, cold: bool = False) -> Path:
     """The whole campaign → one new JSON-lines file under out_dir (append-only history)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blas = pin(core)
@@ -548,13 +570,13 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     pts = grid(quick)
     with path.open("w") as f:
         f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
-                            "threads": 1, "core": core, "builds": builds}) + "\n")
+                            "threads": 1, "core": core, "builds": builds, "cold": cold}) + "\n")
         rows = []
         for i, pt in enumerate(pts):
             if time.perf_counter() - t_start > budget_s:
                 log(f"budget of {budget_s:.0f} s spent after {i} of {len(pts)} points")
                 break
-            row = measure_point(pt, builds=builds)
+            row = measure_point(pt, builds=builds, cold=cold)
             rows.append(row)
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -569,7 +591,7 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
                 log(f"budget spent; second pass stopped with {i + 1} points left")
                 break
             old = rows[i]
-            new = measure_point(pts[i], builds=builds)
+            new = measure_point(pts[i], builds=builds, cold=cold)
             keep = new if new["t_median_s"] < old["t_median_s"] else old
             keep = {**keep, "remeasured": True, "t_median_first_s": old["t_median_s"],
                     "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
@@ -616,12 +638,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=560.0, help="stop starting new points after this")
     ap.add_argument("--builds", type=int, default=1,
                     help="allocate each point's operands this many times and keep the median allocation")
+    ap.add_argument("--cold", action="store_true",
+                    help="rotate over copies worth 2x the LLC for every layer, each with its own mask "
+                         "(no cached operands, no learned branch sequence between calls)")
     a = ap.parse_args(argv)
     if a.probe_only:
         pin(a.core)
         print(json.dumps(probe(a.out, quick=a.quick), indent=1))
         return 0
-    run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds)
+    run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold)
     return 0
 
 

@@ -194,6 +194,25 @@ def test_branch_learned_share():
     assert cpu.branch_learned(spec, rep, 2000.0, 1) == pytest.approx(1 / (1 + 2.0 ** cpu.BRANCH_HILL), rel=1e-12)
     # no capacity in the spec: nothing learned
     assert cpu.branch_learned(_spec(), rep, 1000.0, 1) == 0.0
+    # a rotation whose copies carry different masks (measure --cold) repeats nothing between calls:
+    # only the pixel blocks after the first within a call
+    cold = Mapping("cpu_bitmap", params={"threads": 1, "rotation_copies": 300, "distinct_masks": True})
+    assert cpu.branch_learned(spec, cold, 1000.0, 1) == 0.0
+    assert cpu.branch_learned(spec, cold, 1000.0, 4) == pytest.approx(0.75 * 0.5, rel=1e-12)
+
+
+def test_cold_harness_rotates_over_twice_the_llc_with_distinct_masks():
+    """measure --cold: a small layer rotates over copies worth >= 2x the LLC (past the default cap of
+    32), each copy a different mask of the same density; the default keeps the cap and one mask."""
+    from simsparse import measure_cpu as mc
+
+    pt = mc.Point("cpu_csr", 49, 64, 96, {"pattern": "unstructured", "density": 0.1}, "t")
+    _, warm_copies, warm = mc.build(pt)
+    _, cold_copies, cold = mc.build(pt, cold=True)
+    set_bytes = 96 * 49 * 4 + 64 * 49 * 4 + cold["weight_bytes"]
+    assert warm_copies == mc.ROTATION_CAP and not warm.get("distinct_masks")
+    assert cold_copies * set_bytes >= 2 * mc._llc_bytes() and cold_copies > mc.ROTATION_CAP
+    assert cold["distinct_masks"] and cold["rel_err"] < 1e-4
 
 
 def test_bitmap_mispredicts_halved_at_capacity():
