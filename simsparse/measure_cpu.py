@@ -15,8 +15,10 @@ What it does, in order:
 3. the grid: 1x1 convolutions of MobileNet v1 / v2 and ResNet-50 and LLM projections, at
    weight densities 0.5 … 0.02, for cpu_csr, cpu_bitmap, cpu_bsr (4x1, 1x4), cpu_nm (2:4,
    1:4, 1:8) and dense BLAS; activation-sparse GEMV against dense sgemv. Each point: the
-   mapper's pixel block, operands rotated over copies worth 2x the LLC so every call finds
-   them cold, a correctness check against the dense product, warm-up, then
+   mapper's pixel block, operands rotated over copies worth 2x the LLC (at most 32 of one
+   mask by default; ``--cold``: no cap and a different mask per copy, so every call finds its
+   operands cold and its branch sequence new), a correctness check against the dense product,
+   warm-up, then
    ``perf_counter_ns`` repeats until >= 0.2 s (median, quartiles, min kept);
 4. a second pass over every point in reverse order; other tenants of a shared machine only
    ever add time, so the pass with the lower median is kept (both medians recorded).
