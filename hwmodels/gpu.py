@@ -232,8 +232,9 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cusparselt.fp16_small_m_hbm_frac", 1.0, 0.05, 1.0, "HBM throughput of the default plan's fp16 "
           "kernel at M <= 64 tokens relative to gemm_hbm_eff (same kernel as at M = 128, whose weight "
           "stream is ~1.3x faster on the probe's large-N shapes)"),
-    Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per CTA outside the main loop of a "
-          "searched plan (metadata / descriptor prologue and the epilogue's write-out of the tile)"),
+    Param("cusparselt.cta_cycles", 500.0, 0.0, 20000.0, "SM cycles per resident CTA outside the main loop of "
+          "a searched plan (metadata / descriptor prologue; persistent on sm_90: once per slot, the tiles' "
+          "write-out is epilogue_bytes_per_clk)"),
     Param("cusparselt.default_plan_s", 5e-6, 0.0, 5e-5, "extra device time per call of cuSPARSELt's default "
           "plan (alg_id 0) over its tile work"),
     Param("bsr_tc.tc_eff", 0.45, 0.05, 1.0, "achieved fraction of the dense Tensor-Core rate on the "

@@ -168,36 +168,31 @@ def row_to_case(row: dict[str, Any], source: str) -> tuple[Case | None, str]:
         target = ("bsr_tc", "torch_bsr_triton")
     if target is None:
         return None, f"not modelled: {kern}/{var}"
-    host = row.get("host_call_s")
-    if row["kind"] == "attention":
-        try:
-            geom = AttnGeom(int(row["batch"]), int(row["heads"]), int(row["q_len"]), int(row["kv_len"]),
-                            int(row["head_dim"]), kv_heads=int(row["kv_heads"]), causal=bool(row["causal"]))
-            op = Op.attention(geom, dtype=row["dtype"])
-        except (ValueError, KeyError, TypeError) as e:
-            return None, f"unparseable ({e})"
-        return Case(row, op, target[0], target[1], float(row["t_s"]),
-                    attention_half(geom.q_len, geom.kv_len, geom.head_dim), source,
-                    host_s=float(host) if host else None), ""
-    if row["kind"] == "grouped":  # MoE experts: one call over ragged token groups
-        try:
-            counts = [int(c) for c in row["expert_tokens"]]
-            op = Op.gemm(max(1, -(-sum(counts) // len(counts))), int(row["n"]), int(row["k"]), batch=len(counts),
-                         dtype=row["dtype"], meta={"expert_tokens": counts})
-        except (ValueError, KeyError, TypeError) as e:
-            return None, f"unparseable ({e})"
-        return Case(row, op, target[0], target[1], float(row["t_s"]), half_of(row["n"], row["k"]), source,
-                    host_s=float(host) if host else None), ""
     try:
-        act = None
-        if row.get("pattern") == "activation":
-            act = Activation(float(row.get("act_density_actual") or row["density"]))
-        op = Op.gemm(int(row["m"]), int(row["n"]), int(row["k"]), dtype=row["dtype"], weight=_weight(row),
-                     activation=act)
+        op, half = _row_op(row)
     except (ValueError, KeyError, TypeError) as e:
         return None, f"unparseable ({e})"
-    return Case(row, op, target[0], target[1], float(row["t_s"]), half_of(row["n"], row["k"]), source,
+    host = row.get("host_call_s")
+    return Case(row, op, target[0], target[1], float(row["t_s"]), half, source,
                 host_s=float(host) if host else None), ""
+
+
+def _row_op(row: dict[str, Any]) -> tuple[Op, str]:
+    """The op a measured row ran, and its half of the split."""
+    if row["kind"] == "attention":  # split by sequence shape
+        geom = AttnGeom(int(row["batch"]), int(row["heads"]), int(row["q_len"]), int(row["kv_len"]),
+                        int(row["head_dim"]), kv_heads=int(row["kv_heads"]), causal=bool(row["causal"]))
+        return Op.attention(geom, dtype=row["dtype"]), attention_half(geom.q_len, geom.kv_len, geom.head_dim)
+    half = half_of(row["n"], row["k"])
+    if row["kind"] == "grouped":  # MoE experts: one call over ragged token groups
+        counts = [int(c) for c in row["expert_tokens"]]
+        return Op.gemm(max(1, -(-sum(counts) // len(counts))), int(row["n"]), int(row["k"]), batch=len(counts),
+                       dtype=row["dtype"], meta={"expert_tokens": counts}), half
+    act = None
+    if row.get("pattern") == "activation":
+        act = Activation(float(row.get("act_density_actual") or row["density"]))
+    return Op.gemm(int(row["m"]), int(row["n"]), int(row["k"]), dtype=row["dtype"], weight=_weight(row),
+                   activation=act), half
 
 
 def load(data: str | Path) -> Dataset:

@@ -413,8 +413,7 @@ def attention_error(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
         kh = head // (h // hkv)
         qs = q[0, head].index_select(0, idx).float()
         s = qs @ k[0, kh].float().T / math.sqrt(q.shape[-1])
-        if causal:  # query i sees keys <= i + (Lkv - Lq) (torch's bottom-right alignment is not used:
-            # is_causal aligns to the top left, key j <= query i)
+        if causal:  # torch's is_causal aligns the mask to the top left: query i sees keys j <= i
             j = torch.arange(lkv, device=q.device)
             s = s.masked_fill(j[None, :] > idx[:, None], float("-inf"))
         ref = torch.softmax(s, dim=-1) @ v[0, kh].float()
