@@ -232,11 +232,14 @@ def _bw(spec: CPUSpec, level: str) -> float:
 
     "stream" is DRAM read by one sequential stream that nothing else competes with (GEMV):
     its achieved share ``stream_eff`` of the probe bandwidth differs from the share
-    ``dram_eff`` a compute kernel's scattered compulsory traffic gets."""
+    ``dram_eff`` a compute kernel's scattered compulsory traffic gets. "gemv" is BLAS GEMV's read
+    of several rows of W at once (``gemv_stream_eff``, falling back to the one-stream share)."""
     if level == "dram":
         return spec.dram_bw * spec.efficiency.get("dram_eff", 1.0)
     if level == "stream":
         return spec.dram_bw * spec.efficiency.get("stream_eff", 1.0)
+    if level == "gemv":
+        return spec.dram_bw * spec.efficiency.get("gemv_stream_eff", spec.efficiency.get("stream_eff", 1.0))
     per_clk = {"l1": spec.l1_bw_bytes_per_clk, "l2": spec.l2_bw_bytes_per_clk,
                "l3": spec.l3_bw_bytes_per_clk}[level]
     if per_clk <= 0:  # unknown: fall back to what the load ports can pull per cycle
@@ -341,18 +344,21 @@ def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: floa
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
             stream: bool = False, dram_runs: float = 0.0, t_dram_extra: float = 0.0,
-            mapping: Mapping | None = None) -> Cost:
+            mapping: Mapping | None = None, dram_level: str | None = None) -> Cost:
     """Combine core cycles and memory streams into a Cost.
 
     The reused panel streams from its cache level while the core computes (the slower of the
     two sets the pace); compulsory DRAM traffic overlaps with that by the share ``mem_overlap``
     (1 = perfect prefetch: max; 0 = none: sum). A streaming kernel (GEMV: every weight read
-    once, in order) runs at the stream bandwidth with its few FLOPs hidden under it."""
+    once, in order) runs at the stream bandwidth with its few FLOPs hidden under it. `dram_level`
+    names the DRAM rate of the compulsory traffic (default: "stream" for a streaming kernel, else
+    "dram")."""
     t_core = cycles / (spec.clock_hz * threads)
     # DRAM time: bytes at the achieved bandwidth, plus a start-up per discontiguous run (a new
     # prefetch stream pays latency before it reaches bandwidth; ``dram_run_s``, 0 = not modelled)
     warm = l3_resident_share(spec, mapping, bytes_dram)
-    t_dram = (1.0 - warm) * (bytes_dram / _bw(spec, "stream" if stream else "dram")
+    level = dram_level or ("stream" if stream else "dram")
+    t_dram = (1.0 - warm) * (bytes_dram / _bw(spec, level)
                              + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra) \
         + warm * bytes_dram / _bw(spec, "l3")
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
@@ -577,9 +583,9 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     if op.m == 1 or op.n == 1:  # GEMV: every weight used once; streamed, memory bound
         tiles = 1
         fma_cycles = op.m * op.n * op.k / lane / spec.simd_issue_per_clk
-    else:  # edge tiles are computed in full (tile quantisation along M and N)
+    else:  # edge tiles are computed in full (tile quantisation along N, and along M by default)
         tiles = math.ceil(op.m / mr) * math.ceil(op.n / nr)
-        fma_cycles = tiles * mr * nr * op.k / lane / spec.simd_issue_per_clk
+        m_eq = math.ceil(op.m / mr) * mr  # rows computed
         tail_rows = spec.efficiency.get("gemm.m_tail_rows")
         if tail_rows is not None:
             # the M remainder runs on narrower kernels (8, 4, 2, 1 rows: the binary digits of
@@ -587,7 +593,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
             # costs p + m_tail_rows rows of a full tile (its per-k-step B broadcasts and loop)
             full, rem = divmod(op.m, mr)
             m_eq = full * mr + sum(piece + tail_rows for piece in _binary_pieces(rem))
-            fma_cycles = m_eq / mr * math.ceil(op.n / nr) * mr * nr * op.k / lane / spec.simd_issue_per_clk
+        fma_cycles = m_eq * math.ceil(op.n / nr) * nr * op.k / lane / spec.simd_issue_per_clk
         # front end, per k step of a tile: mr*nr/lanes multiply-adds, nr/lanes B loads, mr/lanes A
         # loads (A is loaded lanes k-steps at a time), ~4 pointer / loop instructions per lanes steps
         per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
@@ -600,16 +606,16 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
     bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b)
     # packing reads A and B as long sequential streams: where the spec calibrates the one-stream
-    # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate
-    t_x = bytes_dram * (1 / _bw(spec, "stream") - 1 / _bw(spec, "dram")) \
-        if tiles > 1 and "stream_eff" in spec.efficiency else 0.0
-    if tiles == 1 and "gemv_stream_eff" in spec.efficiency:
-        # BLAS GEMV reads several rows of W at once (OpenBLAS sgemv_t: 4 concurrent streams), more
-        # memory-level parallelism than one sequential stream: its own achieved DRAM share
-        t_x = bytes_dram * (1 / (spec.dram_bw * spec.efficiency["gemv_stream_eff"]) - 1 / _bw(spec, "stream"))
+    # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate; BLAS GEMV
+    # reads several rows of W at once (OpenBLAS sgemv_t: 4 concurrent streams), more memory-level
+    # parallelism than one stream: its own achieved share where the spec has one (gemv_stream_eff)
+    if tiles == 1:
+        level = "gemv"
+    else:
+        level = "stream" if "stream_eff" in spec.efficiency else "dram"
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
-                   t_dram_extra=t_x)
+                   dram_level=level)
 
 
 def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
