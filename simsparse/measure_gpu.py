@@ -254,6 +254,32 @@ NEW4_CONV_SHAPES = [
     ("efficientnet-b4", "project_1632to272", 272, 1632),
 ]
 
+# a sixth set (unseen check #5), measured before session 4's model changes and kept out of every
+# fit: shapes no earlier set (the probe grid included) has
+NEW5_LLM_SHAPES = [
+    ("llama-3.2-3b", "mlp_gate_up", 8192, 3072),
+    ("command-r-35b", "mlp_gate_up", 22528, 8192),
+    ("command-r-35b", "mlp_down", 8192, 22528),
+    ("stablelm-3b", "mlp_gate_up", 6912, 2560),
+    ("stablelm-3b", "mlp_down", 2560, 6912),
+    ("granite-3-8b", "mlp_gate_up", 12800, 4096),
+    ("granite-3-8b", "mlp_down", 4096, 12800),
+    ("minicpm-2b", "mlp_gate_up", 5760, 2304),
+    ("minicpm-2b", "mlp_down", 2304, 5760),
+    ("phi-3.5-moe", "expert_up", 6400, 4096),
+    ("phi-3.5-moe", "expert_down", 4096, 6400),
+    ("baichuan2-13b", "mlp_gate_up", 13696, 5120),
+    ("chatglm3-6b", "mlp_down", 4096, 13696),
+    ("t5-3b", "ff_out", 1024, 16384),
+    ("dbrx", "expert_up", 10752, 6144),
+]
+NEW5_CONV_SHAPES = [
+    ("densenet-121", "transition_512to256", 256, 512),
+    ("mobilenet-v2", "expand_96to576", 576, 96),
+    ("regnety-800mf", "pw_320", 320, 320),
+    ("mnasnet", "project_480to80", 80, 480),
+]
+
 
 def _fit_half(n: int, k: int) -> bool:
     """simsparse.validate.half_of's rule (crc32 of "NxK" even → fit), restated here because
@@ -275,7 +301,8 @@ PROBE_CONV_SHAPES = [(mdl, lyr, n, k) for mdl, lyr, n, k in RESNET_SHAPES + NEW_
 SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_CONV_SHAPES),
               "new2": (NEW2_LLM_SHAPES, NEW2_CONV_SHAPES),
               "probe": (PROBE_LLM_SHAPES, PROBE_CONV_SHAPES), "new3": (NEW3_LLM_SHAPES, NEW3_CONV_SHAPES),
-              "new4": (NEW4_LLM_SHAPES, NEW4_CONV_SHAPES)}
+              "new4": (NEW4_LLM_SHAPES, NEW4_CONV_SHAPES),
+              "new5": (NEW5_LLM_SHAPES, NEW5_CONV_SHAPES)}
 
 QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
              ("opt-125m/bert-base", "fc2", 768, 3072)]
