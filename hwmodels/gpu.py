@@ -171,6 +171,7 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
 
 TILE_KERNELS = ("cublas", "cusparselt", "bsr_tc", "flash_llm", "grouped_gemm", "flash_attention")
 COLMAJOR_SEGMENT_BYTES = 64  # the reuse unit of a column-major dense operand's gathers (cuSPARSE csrmm, CuPy)
+CSRMM_COLS_PER_CTA = 16  # columns of a column-major x one CTA of cuSPARSE csrmm_alg1 works on (CuPy #9850: gridDim.y = ceil(M / 16))
 STREAM_KERNELS = ("cusparse_csr", "cusparse_bsr", "sputnik", "act_gemv", "elementwise")
 
 # call path a kernel is priced on unless the mapping names one (measurement `variant`s)
@@ -273,6 +274,12 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           "and gather), independent of M"),
     Param("cusparse_csr.fixed_s", 1.5e-5, 0.0, 1e-4, "device time per call besides the SpMM main "
           "kernel (cuSPARSE's extra kernels: buffer set-up, row analysis)"),
+    Param("cusparse_csr.cycles_per_l2_segment_colmajor", 0.5, 0.0, 100.0, "column-major dense operand "
+          "(CuPy): SM cycles per 64-byte segment of x fetched from L2 into an SM's L1 (on top of "
+          "cycles_per_segment_colmajor for every segment a row touches)"),
+    Param("cusparse_csr.fixed_s_cupyx", 1e-5, 0.0, 1e-4, "CuPy's call (cupy.zeros for y, then "
+          "cusparseSpMM): device time per call besides its two launches, the memset's bytes and the "
+          "main kernel's work"),
     Param("cusparse_bsr.gather_eff", 0.02, 0.001, 1.0, "torch's half-precision BSR kernel: achieved "
           "fraction of the L2 bandwidth gathering x (blocks x bw x M values), serial with the block decode"),
     Param("cusparse_bsr.gather_eff_fp32", 0.2, 0.01, 1.0, "cuSPARSE bsrmm (fp32): achieved fraction of the "
@@ -340,6 +347,52 @@ LIBRARY_TILES: dict[str, tuple[tuple[int, int], ...]] = {
     "sm_75": ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128), (128, 256), (256, 128)),
     "sm_70": ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128), (128, 256), (256, 128)),
 }
+# cuBLAS's Hopper kernels (nvjet_sm90_*) pick from a finer menu than powers of two, so that a
+# grid fills the SMs in one pass (e.g. 2048 x 768 x 3072 runs 96 x 128 tiles: 22 x 6 = 132 CTAs
+# on 132 SMs). (tokens, N) tiles as the profiler named them on the H200 (fit-half shapes of the
+# probe and of the campaigns, fp16/bf16, every tile seen at least twice; "TNT" kernels name
+# {N}x{tokens}, "TNN" ones {tokens}x{N}): validation/data/h200/h200-probe-kernels-20261123.jsonl.gz
+NVJET_TILES = ((8, 64), (8, 128), (8, 192), (8, 256), (16, 64), (16, 128), (16, 192), (16, 256), (24, 64),
+               (32, 64), (32, 128), (32, 192), (32, 256), (48, 64), (64, 64), (64, 128), (64, 192), (64, 256),
+               (64, 320), (72, 64), (80, 64), (80, 128), (96, 64), (96, 128), (96, 192), (96, 256), (104, 64),
+               (112, 64), (112, 128), (128, 128), (128, 192), (128, 256), (128, 320), (144, 64), (144, 128),
+               (168, 128), (176, 64), (176, 128), (192, 192))
+_NVJET_TM = sorted({tm for tm, _ in NVJET_TILES})
+
+
+def nvjet_tm_cap(m: int) -> int:
+    """The largest token tile worth pricing for M tokens: the smallest menu tile that covers M
+    (a wider one has the same grid and more MMA work per k-step), or the widest for large M."""
+    return next((tm for tm in _NVJET_TM if tm >= m), _NVJET_TM[-1])
+
+
+# cuBLAS's fp32 (SIMT, no TF32) GEMM tiles, (tokens, N), as the H200 profile named them
+# (sm80_xmma_gemm_f32f32_..._tilesize{tokens}x{N}x8, split-K in grid z; fit-half probe shapes,
+# validation/data/h200/h200-probe-fp32-20261124.jsonl.gz), and their warps per CTA (block sizes
+# 64 for the 32-token tiles, 128 for the others)
+SIMT_TILES = ((32, 32), (32, 64), (32, 128), (64, 64), (64, 256), (128, 64), (128, 128), (256, 64))
+# warps an SM needs resident to issue FMAs at its peak (two per scheduler): on the H200 probe a
+# 32 x 128 tile (2 warps) at M = 16 runs 1.8x slower per FMA than a 128 x 128 tile (4 warps) at
+# M = 128 over the same grid (216 CTAs, ~2 per SM) of 13824 x 5120
+SIMT_WARPS_FOR_PEAK = 8
+
+
+def simt_warps(tm):
+    """Warps per CTA of cuBLAS's SIMT tiles (scalars or numpy arrays of token tiles)."""
+    return np.where(np.asarray(tm) <= 32, 2.0, 4.0)
+
+
+def simt_smem_reads(tm, tn):
+    """Shared-memory elements a SIMT tile reads per unit of K: each of its 32 x simt_warps threads
+    holds an rm x rn block of the tm x tn accumulators (rm the largest power of two <= its square
+    root) and loads rm + rn operands for rm·rn FMAs. A 128 x 128 tile (8 x 16 per thread) needs
+    3/16 of a load per FMA; a 32 x 32 one on 64 threads (4 x 4) 1/2. Scalars or numpy arrays."""
+    per_thread = np.asarray(tm) * tn / (32.0 * simt_warps(tm))
+    rm = 2.0 ** np.floor(np.log2(np.sqrt(per_thread)))
+    rn = per_thread / rm
+    return tm * tn * (rm + rn) / (rm * rn)
+
+
 TILE_K_BYTES = {"sm_90": 128, "sm_80": 64, "sm_75": 64, "sm_70": 64}
 MAX_STAGES = {"sm_90": 7, "sm_80": 5, "sm_75": 2, "sm_70": 2}
 SPLIT_K = (1, 2, 4, 8, 16)
@@ -347,7 +400,7 @@ STREAM_K = 0  # split_k code of a stream-K mapping (Osama et al. 2023; CUTLASS 3
 STREAM_K_ARCHS = ("sm_90", "sm_80")
 # cuSPARSELt's default plan (alg_id 0, what torch's _cslt_sparse_mm and the semi-structured
 # F.linear path run), as the profiler saw it on the H200 (cuSPARSELt 0.8; every fit-half probe
-# shape, validation/data/h200/h200-probe-kernels-20261123.jsonl, kernel names and grids): ONE
+# shape, validation/data/h200/h200-probe-kernels-20261123.jsonl.gz, kernel names and grids): ONE
 # kernel, sm90_xmma_sparse_gemm_..._tilesize128x256x64, i.e. 128 rows of W (N) x 256 tokens (M)
 # per CTA, at every M (so its time is flat in M up to 256 tokens: slower than cuBLAS in decode);
 # fp16 runs it in clusters of 4 CTAs (cgasize4x1x1) on a persistent grid of at most 120 CTAs,
@@ -371,6 +424,44 @@ CUSPARSELT_SEGMENT_MIN_STEPS = 12
 CUSPARSELT_FP16_SMALL_M = 64
 CUSPARSELT_BF16_SMALL_M = 128
 ATTN_TILES = ((64, 32), (64, 64), (128, 64), (128, 128))  # (Br query rows, Bc kv rows) per CTA step
+
+
+# FlashAttention-2's split-KV decode kernel (torch's flash backend: flash_fwd_splitkv_kernel, then
+# flash_fwd_splitkv_combine): 64 query rows per CTA at every head size (Tri Dao's flash-attention,
+# csrc/flash_attn/src/flash_fwd_launch_template.h, run_mha_fwd_splitkv_dispatch)
+FA2_SPLIT_BLOCK_M = 64
+FA2_MAX_SPLITS = 128
+
+
+def fa2_kv_block(head_dim: int) -> int:
+    """Keys per k-step of FlashAttention-2's split-KV kernel, by head size (flash_api.cpp,
+    set_params_splitkv: 256 up to head_dim 64, 128 up to 128, 64 above)."""
+    return 256 if head_dim <= 64 else 128 if head_dim <= 128 else 64
+
+
+def fa2_num_splits(rows: int, kv_len: int, head_dim: int, sm_count: int) -> int:
+    """KV splits FlashAttention-2 picks (flash_api.cpp, num_splits_heuristic, as torch 2.11 runs it).
+
+    `rows` = batch x heads x query blocks of 64 (decode with GQA counts the query heads of a KV
+    head as rows of one block). Nothing to split when the row blocks nearly fill twice the SMs;
+    otherwise the fewest splits whose wave efficiency (waves / whole waves over 2 x SMs) is
+    within 85 % of the best over 1..min(128, 2 x SMs, kv blocks), skipping split counts that
+    leave the blocks per split unchanged. Reproduces every split the H200 profile recorded
+    (24 decode geometries of validation/data/h200/h200-attention-20261123.jsonl.gz: 2..32 splits
+    or none).
+    """
+    slots = 2 * sm_count
+    if rows >= 0.8 * slots:
+        return 1
+    blocks = -(-kv_len // fa2_kv_block(head_dim))
+    top = min(FA2_MAX_SPLITS, slots, blocks)
+
+    def eligible(s: int) -> bool:
+        return s == 1 or -(-blocks // s) != -(-blocks // (s - 1))
+
+    eff = {s: (w := rows * s / slots) / math.ceil(w) for s in range(1, top + 1) if eligible(s)}
+    best = max(eff.values())
+    return next(s for s, e in eff.items() if e >= 0.85 * best)
 
 
 def arch_of(spec: GPUSpec) -> str:
@@ -429,13 +520,16 @@ class TileProblem(NamedTuple):
     # sees every key, the average half of them); an SM's wave is never shorter than that CTA
     longest_cta: float = 1.0
     serial_per_mk: float = 0.0  # cycles per tm·tk element that do not overlap the MMA (per-token gather)
+    # K split count the library fixes by its own heuristic (FlashAttention-2's split-KV decode); 0:
+    # the model picks the split among SPLIT_K like cuBLAS's heuristic does
+    fixed_split: int = 0
 
     def static_key(self) -> tuple:
         return (self.kernel, self.elem_bytes, self.w_tile_frac, self.a_per_step, self.q_once, self.flop_mult,
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
                 self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
-                self.persistent, self.epilogue_s, self.longest_cta, self.serial_per_mk)
+                self.persistent, self.epilogue_s, self.longest_cta, self.serial_per_mk, self.fixed_split)
 
 
 @dataclass(frozen=True)
@@ -514,7 +608,10 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     # cycles of one k-step: MMA issue, smem operand delivery, SFU (overlapped) + serial decode
     stage_bytes = (p.a_per_step * tm + p.w_tile_frac * tn) * tk * p.elem_bytes
     mma = p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk
-    smem = stage_bytes / p.feed_bytes_per_clk
+    feed = stage_bytes
+    if p.tile_family[0] == "simt" and not p.tile_family[1]:  # CUDA-core FMAs read operands from smem
+        feed = max(feed, float(simt_smem_reads(tm, tn)) * tk * p.elem_bytes)
+    smem = feed / p.feed_bytes_per_clk
     sfu = p.sfu_per_mk * tm * tk
     step = max(mma, smem, sfu) + p.serial_per_nk * tn * tk + p.serial_per_step + p.serial_per_mk * tm * tk
     # SM time of one CTA (issue slots shared by the CTAs resident on the SM) + its prologue/epilogue
@@ -544,8 +641,13 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     hbm_per_cta = hbm / ctas
     inflight_bw = stages * max(stage_bytes, 1.0) / r.mem_latency_s  # Little's law, one CTA
 
+    simt = p.tile_family[0] == "simt" and not p.tile_family[1]
+
     def wave(n_ctas: int) -> tuple[float, float]:
-        compute = max(math.ceil(n_ctas / r.sm_count) * t_cta, t_chain, p.longest_cta * t_cta)
+        per_sm = math.ceil(n_ctas / r.sm_count)
+        # CUDA-core FMAs issue at the SM's peak only with SIMT_WARPS_FOR_PEAK warps resident
+        busy = min(1.0, per_sm * float(simt_warps(tm)) / SIMT_WARPS_FOR_PEAK) if simt else 1.0
+        compute = max(per_sm * t_cta / busy, t_chain, p.longest_cta * t_cta)
         memory = max(n_ctas * hbm_per_cta / (r.hbm_bw * p.hbm_frac), cta_bytes / inflight_bw)
         return compute, memory
 
@@ -616,14 +718,16 @@ class _Grid:
     a_eb: np.ndarray  # x bytes per row of a panel per K element
     w_eb: np.ndarray  # dense W bytes per column of a panel per K element
     rows: np.ndarray  # (problem index, tm, tn, tk, split_k, stages)
+    warps: np.ndarray  # SIMT rows: warps per CTA (an SM needs SIMT_WARPS_FOR_PEAK); 0 elsewhere
     has_sk: bool = False
     has_lat: bool = False
+    has_warps: bool = False
     persistent: bool = False
     longest: float = 1.0
 
 
 _ARRAY_FIELDS = tuple(f for f in _Grid.__dataclass_fields__
-                      if f not in ("has_sk", "has_lat", "persistent", "longest"))
+                      if f not in ("has_sk", "has_lat", "has_warps", "persistent", "longest"))
 _GRIDS: OrderedDict[tuple, tuple[GPUSpec, _Grid]] = OrderedDict()
 
 
@@ -639,12 +743,14 @@ def _grid(problems: list[TileProblem], spec: GPUSpec, r: MachineRates, split: bo
     elif len(problems) == 1:
         full = _grid(problems, spec, r)
         g = _Grid(**{f: getattr(full, f)[full.s_is1] for f in _ARRAY_FIELDS}, has_sk=full.has_sk,
-                  has_lat=full.has_lat, persistent=full.persistent, longest=full.longest)
+                  has_lat=full.has_lat, has_warps=full.has_warps, persistent=full.persistent,
+                  longest=full.longest)
     else:
         parts = [_grid(problems[i:i + 1], spec, r, split) for i in range(len(problems))]
         cols = {f: np.concatenate([getattr(q, f) for q in parts]) for f in _ARRAY_FIELDS}
         cols["has_sk"] = any(q.has_sk for q in parts)
         cols["has_lat"] = any(q.has_lat for q in parts)
+        cols["has_warps"] = any(q.has_warps for q in parts)
         cols["persistent"] = any(q.persistent for q in parts)
         cols["longest"] = max(q.longest for q in parts)
         cols["which"] = np.concatenate([np.full(len(q.which), i, dtype=np.int64) for i, q in enumerate(parts)])
@@ -663,6 +769,8 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     splits = (1,) if p.decomp == "none" else (STREAM_K,) if p.decomp == "stream_k" else SPLIT_K
     if p.decomp == "split_k+stream_k" and arch_of(spec) in STREAM_K_ARCHS:
         splits = (*splits, STREAM_K)
+    if p.fixed_split:  # the library's own choice, offered whatever the grid size
+        splits = (p.fixed_split,)
     nb, ns = len(base), len(splits)
     cfg = np.column_stack([np.repeat(base[:, :3], ns, axis=0), np.tile(np.array(splits, dtype=np.int64), nb),
                            np.repeat(base[:, 3], ns)]).reshape(-1, 5).astype(np.int64)
@@ -671,7 +779,10 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     a_step = p.a_per_step * tm * tk * eb
     w_step = tn * tk * eb
     stage_bytes = a_step + p.w_tile_frac * w_step
-    step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, stage_bytes / p.feed_bytes_per_clk),
+    feed = stage_bytes
+    if p.tile_family[0] == "simt" and not p.tile_family[1]:  # CUDA-core FMAs read operands from smem
+        feed = np.maximum(feed, simt_smem_reads(tm, tn) * tk * eb)
+    step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, feed / p.feed_bytes_per_clk),
                       p.sfu_per_mk * tm * tk) + p.serial_per_step + p.serial_per_mk * tm * tk
     smem = st * stage_bytes + p.q_once * tm * tn * eb
     occ = np.clip(np.minimum(np.floor(r.smem_bytes / np.maximum(smem, 1.0)),
@@ -679,8 +790,9 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     slots = np.minimum(r.sm_count * occ, p.max_ctas) if p.max_ctas else r.sm_count * occ
     split = s > 1
     sk = s == STREAM_K
+    simt = p.tile_family[0] == "simt" and not p.tile_family[1]
     return _Grid(which=np.zeros(len(cfg), dtype=np.int64), cfg=cfg, tm=tm, tn=tn, tk=tk, s=s,
-                 s_div=np.where(sk, 1.0, s), sk=sk, s_is1=~split,
+                 s_div=np.where(sk, 1.0, s), sk=sk, s_is1=~split | bool(p.fixed_split),
                  hbm_scale=np.full(len(cfg), 1.0 / p.hbm_frac),
                  br=np.full(len(cfg), float(p.block_rows)), a_step_bytes=a_step, w_step_bytes=w_step,
                  step_s=step / r.clock_hz, lat_s=np.full(len(cfg), p.latency_per_step / r.clock_hz),
@@ -697,6 +809,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
                  sk_min=np.full(len(cfg), float(p.sk_min_steps)), sk_fix=sk * p.sk_fixup_s,
                  rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
+                 warps=simt_warps(tm) if simt else np.zeros(len(cfg)), has_warps=simt,
                  has_lat=p.latency_per_step > 0, persistent=p.persistent, longest=p.longest_cta)
 
 
@@ -722,7 +835,8 @@ def _max_tile(arch: str, family: str) -> tuple[int, int]:
     if family == "bsr_tc":
         return 128, 256
     mn = CUSPARSELT_DEFAULT_TILES if family == "cslt_default" else \
-        CUSPARSELT_SEARCHED_TILES if family == "cslt_searched" else LIBRARY_TILES[arch]
+        CUSPARSELT_SEARCHED_TILES if family == "cslt_searched" else NVJET_TILES if family == "nvjet" else \
+        LIBRARY_TILES[arch]
     return max(a for a, _ in mn), max(b for _, b in mn)
 
 
@@ -735,7 +849,7 @@ def tile_time_vec(problems: list[TileProblem], spec: GPUSpec) -> tuple[np.ndarra
     """
     r = machine_rates(spec)
     # split-K rows can only be allowed when the coarsest tile grid leaves SMs idle
-    split = any(_min_tiles(p, spec) <= r.sm_count for p in problems)
+    split = any(_min_tiles(p, spec) <= r.sm_count or p.fixed_split > 1 for p in problems)
     g = _grid(problems, spec, r, split)
     dyn = [_dyn(p, r) for p in problems]
     if len(problems) == 1:
@@ -818,6 +932,10 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
     full = np.floor(per_slots)
     tail = ctas - full * g.slots
     c_full, c_tail = g.c_slots * t_cta, np.ceil(tail / r.sm_count) * t_cta
+    if g.has_warps:  # CUDA-core FMAs issue at the SM's peak only with SIMT_WARPS_FOR_PEAK warps resident
+        need = np.where(g.warps > 0, SIMT_WARPS_FOR_PEAK, 1.0)
+        c_full = c_full / np.minimum(1.0, g.c_slots * np.maximum(g.warps, 1.0) / need)
+        c_tail = c_tail / np.minimum(1.0, np.maximum(np.ceil(tail / r.sm_count), 1.0) * np.maximum(g.warps, 1.0) / need)
     if g.has_lat:  # an SM is never faster than one CTA's chain (issue + the latency others hide)
         chain = t_cta + k_iters * g.lat_s
         c_full, c_tail = np.maximum(c_full, chain), np.maximum(c_tail, chain) * (tail > 0)
@@ -978,7 +1096,7 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
         key = (id(spec), kernel, op.kind, op.dtype, variant, bh, bw)
     else:
-        key = (id(spec), kernel, op.kind, op.dtype, variant, op.m == 1)
+        key = (id(spec), kernel, op.kind, op.dtype, variant, op.m == 1, nvjet_tm_cap(op.m) if kernel == "cublas" else 0)
     hit = _TEMPLATES.get(key)
     if hit is None or hit[0] is not spec:
         p = tile_problem_reference(op, kernel, spec, variant)
@@ -1039,6 +1157,8 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
             common["tile_family"] = ("simt", int(op.m == 1), 0)
         # cuBLAS's Hopper kernels (nvjet_sm90_*) are persistent: every recorded grid <= SMs (probe)
         persistent = arch_of(spec) == "sm_90" and tc
+        if persistent:
+            common["tile_family"] = ("nvjet", nvjet_tm_cap(op.m), 0)
         return TileProblem(peak_per_clk=peak * eff, **{**common, "decomp": "split_k+stream_k",
                                                        "persistent": persistent,
                                                        "epilogue_s": _epilogue_s(spec) if persistent else 0.0})
@@ -1125,13 +1245,22 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         # backend, variant sdpa_flash) runs them one after the other on every architecture
         fa2 = variant == "sdpa_flash"
         overlap = spec.arch == "sm_90" and not fa2
+        # FA2 splits the keys over CTAs by its own heuristic (in practice only where few query
+        # blocks exist: decode); split, it runs its split-KV kernel (64 query rows) and a combine
+        # kernel. A decode step with GQA counts a KV head's query heads as the rows of one block.
+        splits = 0
+        if fa2:
+            rows = (a.batch * a.n_kv_heads * -(-group // FA2_SPLIT_BLOCK_M) if a.q_len == 1
+                    else a.batch * a.heads * -(-a.q_len // FA2_SPLIT_BLOCK_M))
+            splits = fa2_num_splits(rows, a.kv_len, hd, spec.sm_count)
         eff = param(spec, "flash_attention.fa2_tc_eff" if fa2 else "flash_attention.tc_eff")
         return TileProblem(kernel=kernel, elem_bytes=b, w_tile_frac=2.0, a_per_step=0.0, q_once=1.0,
                            flop_mult=2.0, peak_per_clk=peak * eff,
                            sfu_per_mk=1.0 / SFU_OPS_PER_CLK if overlap else 0.0,
                            serial_per_nk=0.0 if overlap else 1.0 / (SFU_OPS_PER_CLK * hd),
-                           w_traffic_frac=2.0, serial_per_step=0.0, block_rows=hd, tile_family=("flash_attention", hd, 0),
-                           decomp="split_k", split_kernel=True,
+                           w_traffic_frac=2.0, serial_per_step=0.0, block_rows=hd,
+                           tile_family=("flash_attention", hd, FA2_SPLIT_BLOCK_M if splits > 1 else 0),
+                           decomp="split_k", split_kernel=True, fixed_split=splits,
                            m=a.q_len * group, n=hd, k=a.kv_len, batch=a.batch * a.n_kv_heads,
                            block_density=a.score_fraction, x_bytes=float(dense["x"]), w_bytes=float(dense["w"]),
                            y_bytes=float(dense["y"]), out_elems=float(op.numel_out), launches=1,
@@ -1166,17 +1295,20 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         # which tiles of 64 would spread)
         # (decode too: at a large batch FA2 runs one token per 128-row tile, 64x the MMA work)
         tiles = [(br, a, bc) for br, bc in ATTN_TILES if br == 128 or arch not in ("sm_80", "sm_90")]
+        if b:  # FlashAttention-2's split-KV kernel: b = 64 query rows, its own kv block (fa2_kv_block)
+            tiles = [(b, a, fa2_kv_block(a))]
         depths = range(2, 3)
     else:
         tk = max(16, int(TILE_K_BYTES[arch] / elem_bytes))
         mn = LIBRARY_TILES[arch]
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
+        elif family == "nvjet":  # a = nvjet_tm_cap(M)
+            mn = tuple((tm, tn) for tm, tn in NVJET_TILES if tm <= a)
         depths = range(2, MAX_STAGES[arch] + 1)
         if family == "simt" and not a:
-            # fp32 without Tensor Cores: H200 fit half, M = 16 takes 2.0-2.4x the time of M = 1 and
-            # about as long as M = 128 (a 64-token tile, 16/64 of it used); M = 1 is a GEMV
-            mn = tuple((tm, tn) for tm, tn in mn if tm >= 64)
+            # fp32 without Tensor Cores: cuBLAS's SIMT tiles (from 32 tokens); M = 1 is a GEMV
+            mn = SIMT_TILES
         if family == "bsr_tc":  # a x b = bh x bw blocks, one block per k-step; torch's Triton
             # bsr_dense_mm runs one program per block row (tn = bh) and tiles the dense columns (M)
             mn = tuple((tm, a) for tm in (16, 32, 64, 128))
@@ -1220,14 +1352,42 @@ def act_gemv_grid(n: int, nnz: int, sm_count: int) -> tuple[int, int]:
     return gx, max(1, min(-(-ACT_GEMV_BLOCKS_PER_SM * sm_count // gx), -(-nnz // 8)))
 
 
+def colmajor_segments(op: Op, spec: GPUSpec) -> tuple[float, float]:
+    """(segments touched, segments fetched from L2) by cuSPARSE csrmm_alg1 on a column-major x.
+
+    Every nonzero of a row reads x[k, j] for each of the M columns, so a row's nonzeros share a
+    64-byte segment (16 fp32 along K) of a column: touched = N x M x K/16 x P(a segment holds a
+    nonzero) (fit half: time grows ~d^0.6 with density, not ~d). A CTA works on 16 columns of x
+    (CSRMM_COLS_PER_CTA), a slice of K x 16 values. Where the slice fits in an SM's L1 (taken as the
+    shared-memory / L1 capacity the SM can configure, `smem_bytes_per_sm`), the rows an SM works on
+    share its segments and L2 serves each distinct one once per SM; where it does not, every row's
+    segments come from L2 (column indices are sorted, so each row sweeps the slice in order and an
+    LRU cache smaller than it keeps nothing for the next row). Fit half, SM cycles per touched
+    segment at M >= 128, the same at every M of a shape: K <= 3584 with N >= 1024 0.75-0.98,
+    K >= 6144 (slice 384-448 KiB) 1.14-1.42, N <= 768 (few rows per SM to share) 0.87-1.32.
+    """
+    d = op.weight.density
+    seg = COLMAJOR_SEGMENT_BYTES / op.dtype_bytes  # values of one column per segment
+    segs_per_col = -(-op.k // seg)
+    m_total = op.m * op.batch
+    touched = op.n * m_total * segs_per_col * (1.0 - (1.0 - d) ** seg)
+    if op.k * CSRMM_COLS_PER_CTA * op.dtype_bytes > spec.smem_bytes_per_sm:
+        return touched, touched
+    rows_per_sm = max(1.0, op.n / spec.sm_count)
+    sms = min(float(spec.sm_count), float(op.n))
+    fetched = sms * m_total * segs_per_col * (1.0 - (1.0 - d) ** (seg * rows_per_sm))
+    return touched, min(touched, fetched)
+
+
 def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) -> dict[str, float]:
     """Time and traffic of a CUDA-core kernel whose library picks the split.
 
     t = launches + fixed + max(decode, FMA, HBM) + fill, with (per family)
       CSR SpMM (cuSPARSE): decode = nnz x cycles_per_nnz; FMA = 2·nnz·M at flop_eff of the FP32
-        peak (a column-major dense operand, CuPy's: the 64-byte segments of x its nonzeros touch,
-        at cycles_per_segment_colmajor each); M = 1 runs as SpMV:
-        HBM only; `fixed_s` = the library's extra kernels and set-up on the device;
+        peak; M = 1 runs as SpMV: HBM only; `fixed_s` = the library's extra kernels and set-up on
+        the device; a column-major dense operand (CuPy's, every M): a memset of y, then the 64-byte
+        segments of x the nonzeros touch at cycles_per_segment_colmajor each plus those fetched
+        from L2 at cycles_per_l2_segment_colmajor (colmajor_segments), `fixed_s_cupyx`;
       BSR SpMM: decode = blocks x (cycles_per_block + bh·bw x cycles_per_value); the x gather =
         blocks x bw x M values from L2 at a fraction of the L2 bandwidth: overlapped with the decode
         in cuSPARSE bsrmm (fp32: max), after it in torch's half-precision kernel (sum);
@@ -1258,18 +1418,23 @@ def stream_time(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None) 
             eff = param(spec, "cusparse_csr.flop_eff")
         else:
             eff = param(spec, "sputnik.flop_eff")
-        if op.m == 1:  # SpMV: streams the matrix once
+        if variant == "cupyx_csr_matmul":
+            # CuPy (cupy/cusparse.py spmm): y = cupy.zeros((N, M), order="F"), a memset of y, then
+            # cusparseSpMM on column-major x, csrmm_alg1 for every M (M = 1 included: x is 2-D; fit
+            # half, M = 1: 24576 x 6144 at d = 0.01 takes 9.6 us over the small shapes' 14.5 us,
+            # streaming W once would take 2.8 us);
+            # the kernel's work is the 64-byte segments of x its rows touch (colmajor_segments), at
+            # cycles_per_segment_colmajor each, plus those fetched from L2 at
+            # cycles_per_l2_segment_colmajor; the nonzeros' decode is part of the per-segment work
+            touched, fetched = colmajor_segments(op, spec)
+            decode = 0.0
+            fma = max(flops / fma_peak, (touched * param(spec, "cusparse_csr.cycles_per_segment_colmajor")
+                                         + fetched * param(spec, "cusparse_csr.cycles_per_l2_segment_colmajor")) / sm_clk)
+            l2 = fetched * COLMAJOR_SEGMENT_BYTES + hbm
+            launches = 2  # cudaMemsetAsync(y) + csrmm_alg1
+            fixed = param(spec, "cusparse_csr.fixed_s_cupyx") + y_bytes / bw  # the memset writes y once more
+        elif op.m == 1:  # SpMV: streams the matrix once
             decode, fma = 0.0, flops / fma_peak
-        elif variant == "cupyx_csr_matmul":
-            # column-major x (CuPy): every nonzero reads x[k, j] for each of the M columns from a
-            # column of x, so a row's nonzeros share a 64-byte segment (16 fp32 along K) of that
-            # column; the work is the segments touched, N x M x K/16 x P(a segment holds a
-            # nonzero), each a load the SM issues (fit half: time grows ~d^0.6 with density, not ~d)
-            seg = COLMAJOR_SEGMENT_BYTES / b
-            touched = op.n * m_total * -(-op.k // seg) * (1.0 - (1.0 - op.weight.density) ** seg)
-            decode = nnz * op.batch * param(spec, f"{kernel}.cycles_per_nnz") / sm_clk
-            fma = max(flops / fma_peak, touched * param(spec, "cusparse_csr.cycles_per_segment_colmajor") / sm_clk)
-            l2 = touched * COLMAJOR_SEGMENT_BYTES + hbm
         else:
             decode = nnz * op.batch * param(spec, f"{kernel}.cycles_per_nnz") / sm_clk
             fma = flops / (fma_peak * eff)

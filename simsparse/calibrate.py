@@ -8,7 +8,7 @@ parameters of physical meaning (`hwmodels.gpu.PARAMS`):
    the device-to-device copy ceiling / datasheet bandwidth: measured directly, not fitted;
 2. `cublas.tc_eff`, `mem_latency_s` on cuBLAS fp16/bf16 rows (`cublas.simt_eff` on fp32 rows);
 3. `cusparselt.tc_eff` on cuSPARSELt rows (all call paths: their device time is one kernel);
-4. `cusparse_csr.flop_eff`, `cusparse_csr.cycles_per_nnz` on cuSPARSE CSR rows (torch + CuPy);
+4. `cusparse_csr.*` on cuSPARSE CSR rows (torch + CuPy: CuPy's column-major path has its own);
 5. `cusparse_bsr.*`, `bsr_tc.*`, `act_gemv.hbm_eff` on their rows;
 6. `host_s.<kernel>.<variant>`: geometric mean of the measured host time per eager call.
 
@@ -46,7 +46,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
                                                     "cusparselt.fp16_small_m_hbm_frac",
                                                     "cusparselt.segment_fixup_s")),
     "cusparse_csr": ("cusparse_csr", ("cusparse_csr.fixed_s", "cusparse_csr.flop_eff", "cusparse_csr.cycles_per_segment_colmajor",
-                                      "cusparse_csr.cycles_per_nnz")),
+                                      "cusparse_csr.cycles_per_nnz", "cusparse_csr.cycles_per_l2_segment_colmajor",
+                                      "cusparse_csr.fixed_s_cupyx")),
     "cusparse_bsr": ("cusparse_bsr:half", ("cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff", "cusparse_bsr.cycles_per_block",
                                           "cusparse_bsr.cycles_per_value")),
     "cusparse_bsr_fp32": ("cusparse_bsr:fp32", ("cusparse_bsr.fixed_s_fp32", "cusparse_bsr.gather_eff_fp32",
@@ -64,6 +65,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 # parameters that describe the SM (or the host software path), not the memory system
 SM_LEVEL = ("cublas.tc_eff", "cublas.simt_eff", "tc_rate.bf16", "cusparselt.tc_eff", "cusparselt.default_tc_eff",
             "cusparselt.default_plan_s", "cusparselt.segment_fixup_s", "cusparselt.cta_cycles", "cusparse_csr.flop_eff", "cusparse_csr.cycles_per_segment_colmajor",
+            "cusparse_csr.cycles_per_l2_segment_colmajor", "cusparse_csr.fixed_s_cupyx",
             "cusparse_csr.cycles_per_nnz", "cusparse_csr.fixed_s", "cusparse_bsr.gather_eff",
             "cusparse_bsr.cycles_per_block", "cusparse_bsr.cycles_per_value", "cusparse_bsr.fixed_s", "cusparse_bsr.gather_eff_fp32", "cusparse_bsr.cycles_per_block_fp32", "cusparse_bsr.cycles_per_value_fp32", "cusparse_bsr.fixed_s_fp32", "bsr_tc.tc_eff", "bsr_tc.cycles_per_block", "bsr_tc.latency_per_block", "bsr_tc.fixed_s",
             "act_gemv.atomics_per_s", "act_gemv.atomic_serial_s", "launch_s", "mem_latency_s", "l2_dirty_frac",

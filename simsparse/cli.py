@@ -263,7 +263,7 @@ def extract(
 def calibrate(
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="GPU spec whose YAML efficiencies are fitted")]
     = "h200",
-    data: Annotated[Path | None, typer.Option(help="measurement .jsonl file or directory "
+    data: Annotated[Path | None, typer.Option(help="measurement .jsonl(.gz) file or directory "
                                               "(default: validation/data/<hardware>)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="fit and print; write no YAML")] = False,
     transfer: Annotated[list[str] | None, typer.Option(help="also write the SM-level values to this spec "
@@ -280,7 +280,7 @@ def calibrate(
 @app.command()
 def validate(
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="GPU spec to validate")] = "h200",
-    data: Annotated[Path | None, typer.Option(help="measurement .jsonl file or directory "
+    data: Annotated[Path | None, typer.Option(help="measurement .jsonl(.gz) file or directory "
                                               "(default: validation/data/<hardware>)")] = None,
     plot: Annotated[Path | None, typer.Option(help="predicted-vs-measured plot "
                                               "(default: validation/reports/<hardware>_pred_vs_meas.png)")] = None,

@@ -24,6 +24,7 @@ does not cover (torch index_select GEMV variants, ceilings) are counted and list
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import zlib
@@ -121,15 +122,26 @@ class Dataset:
 
 
 def data_files(data: str | Path) -> list[Path]:
+    """The measurement files `data` names: itself, or the .jsonl / .jsonl.gz files of a directory
+    (campaigns are committed gzipped: the tree a device call carries stays small)."""
     p = Path(data)
     if p.is_file():
         return [p]
     if not p.exists():
-        raise ValueError(f"data: {str(p)!r} does not exist; allowed: a .jsonl file or a directory of them")
-    files = sorted(p.glob("*.jsonl"))
+        raise ValueError(f"data: {str(p)!r} does not exist; allowed: a .jsonl(.gz) file or a directory of them")
+    files = sorted([*p.glob("*.jsonl"), *p.glob("*.jsonl.gz")])
     if not files:
-        raise ValueError(f"data: no .jsonl files under {str(p)!r}")
+        raise ValueError(f"data: no .jsonl or .jsonl.gz files under {str(p)!r}")
     return files
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The text lines of a measurement file, gzipped (.gz) or not."""
+    p = Path(path)
+    if p.suffix == ".gz":
+        with gzip.open(p, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    return p.read_text(encoding="utf-8").splitlines()
 
 
 def _weight(row: dict[str, Any]) -> Sparsity:
@@ -204,7 +216,7 @@ def load(data: str | Path) -> Dataset:
     files = data_files(data)
     for f in files:
         rel = _rel(f)
-        for line in f.read_text().splitlines():
+        for line in read_lines(f):
             if not line.strip():
                 continue
             try:

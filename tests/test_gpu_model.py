@@ -403,13 +403,12 @@ def _probe_rows(variant: str):
     """Rows of the H200 kernel probe (fit-half shapes) of one call path that recorded kernels."""
     import json
 
-    from simsparse.validate import DATA_DIR
+    from simsparse.validate import DATA_DIR, read_lines
 
-    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl"
+    path = DATA_DIR / "h200" / "h200-probe-kernels-20261123.jsonl.gz"
     if not path.exists():
         pytest.skip("no kernel probe data")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f]
+    rows = [json.loads(line) for line in read_lines(path) if line.strip()]
     return [r for r in rows if r.get("variant") == variant and r.get("kernels")]
 
 
@@ -524,16 +523,24 @@ def test_searched_cusparselt_menu_is_the_recorded_kernels():
         assert cfg[:, 0].min() >= lo
 
 
-def test_fp32_cublas_tiles_at_least_64_tokens_except_gemv():
-    """CUDA-core sgemm: M = 16 runs a 64-token tile (a quarter used), so it costs about what M = 64
-    costs, while M = 1 is a GEMV kernel and streams the weights."""
+def test_fp32_cublas_simt_tiles_and_warps():
+    """CUDA-core sgemm takes tiles of 32 tokens and more (the profile's menu), while M = 1 is a
+    GEMV. A 32-token tile runs 2 warps, a larger one 4; an SM issues FMAs at its peak only with 8
+    resident. Worked case: 16 x 4096 x 4096 on 32 x 128 tiles is 1 x 32 CTAs, one per SM of 132:
+    2 warps of 8, so the wave takes 4x the time of a CTA alone at the SM's peak rate."""
     spec = hwmodels.load("h200")
     cfg16 = gpu.tile_configs(Op.gemm(16, 4096, 4096, dtype="fp32"), "cublas", spec)
-    assert cfg16[:, 0].min() >= 64
-    assert gpu.tile_configs(Op.gemm(1, 4096, 4096, dtype="fp32"), "cublas", spec)[:, 0].min() < 64
-    t16, t64 = (float(gpu.evaluate(Op.gemm(m, 4096, 4096, dtype="fp32"), spec, ("cublas",))[0].min())
-                for m in (16, 64))
-    assert t16 == pytest.approx(t64, rel=0.05)
+    assert cfg16[:, 0].min() == 32
+    assert {tuple(r) for r in cfg16[:, :2].tolist()} <= set(gpu.SIMT_TILES)
+    assert gpu.tile_configs(Op.gemm(1, 4096, 4096, dtype="fp32"), "cublas", spec)[:, 0].min() < 32
+    assert gpu.simt_warps(32) == 2 and gpu.simt_warps(128) == 4
+    op = Op.gemm(16, 4096, 4096, dtype="fp32")
+    p = gpu.tile_problem(op, "cublas", spec)
+    r = gpu.machine_rates(spec)
+    one = gpu.tile_time_scalar(p, r, 32, 128, 32, 1, 2)
+    # the same CTA work without the warp limit: a non-SIMT problem of equal rates
+    free = gpu.tile_time_scalar(p._replace(tile_family=("gemm", 0, 0)), r, 32, 128, 32, 1, 2)
+    assert one["compute_s"] == pytest.approx(4 * free["compute_s"], rel=1e-9)
 
 
 def test_sign_accuracy_margin_leaves_out_near_even_pairs():
@@ -577,3 +584,50 @@ def test_bsr_tc_gathers_each_token_of_a_block():
     b = gpu.tile_time_scalar(p._replace(serial_per_mk=2.0 / 16), r, 16, 16, 16, 1, 2)
     assert b["compute_s"] - a["compute_s"] == pytest.approx(a["k_iters"] * 2.0 * 16 / r.clock_hz)
     _vec_equals_scalar(p, spec)
+
+
+def test_cublas_on_hopper_fills_one_wave_with_nvjet_tiles():
+    """cuBLAS's sm_90 kernels choose from a finer tile menu than powers of two. For 2048 tokens x
+    768 features, power-of-two tiles give at most 96 CTAs in one wave on 132 SMs (64x256:
+    32 x 3; 128x128: 16 x 6), or a second wave; a tile of the recorded menu fills at least 90 %
+    of the SMs in one wave (96x128: 22 x 6 = 132, 64x192: 32 x 4 = 128)."""
+    from mappers import gpu as gpu_mapper
+    spec = hwmodels.load("h200")
+    mp, _ = gpu_mapper.best(Op.gemm(2048, 768, 3072, dtype="fp16"), spec, ["cublas"])
+    tm, tn = mp.tile[:2]
+    ctas = -(-2048 // tm) * -(-768 // tn)
+    assert 0.9 * spec.sm_count <= ctas <= spec.sm_count
+    # the menu is cuBLAS-on-Hopper only: an A100 keeps its power-of-two tiles
+    a100 = hwmodels.load("a100-sxm4-80g")
+    mp, _ = gpu_mapper.best(Op.gemm(2048, 768, 3072, dtype="fp16"), a100, ["cublas"])
+    assert all(x & (x - 1) == 0 for x in mp.tile[:2])
+
+
+def test_fa2_split_kv_heuristic_by_hand():
+    """FlashAttention-2's split count for decode on 132 SMs (2 x 132 = 264 CTA slots), worked by
+    hand. One sequence, 32 heads, 8192 keys of head_dim 128: 32 row blocks, 8192 / 128 = 64 key
+    blocks. Split counts that change ceil(64 / s): 1..8, 10, 11, 13, 16, 22, 32, 64; wave
+    efficiency 32 s / 264 over whole waves: s = 8, 16, 32, 64 give 0.970 (the best), s = 7 gives
+    224 / 264 = 0.848 >= 0.85 x 0.970 = 0.824, s = 6 gives 0.727: 7 splits."""
+    assert gpu.fa2_num_splits(32, 8192, 128, 132) == 7
+    # 16 sequences x 32 heads = 512 row blocks >= 0.8 x 264: no split
+    assert gpu.fa2_num_splits(512, 8192, 128, 132) == 1
+    # GQA 32/8, 16 sequences: 128 rows; s = 2 fills 256 / 264 = 0.970 of a wave
+    assert gpu.fa2_num_splits(128, 8192, 128, 132) == 2
+    # head_dim 64 takes 256 keys per block: 8192 keys are 32 blocks, so s <= 32
+    assert gpu.fa2_num_splits(1, 8192, 64, 132) <= 32
+
+
+def test_fa2_decode_runs_its_split_kv_kernel():
+    """A split decode step runs 64-query-row CTAs over kv_len / splits keys each, plus the combine
+    kernel; unsplit (many sequences), the ordinary 128-row kernel."""
+    spec = hwmodels.load("h200")
+    split = Op.attention(AttnGeom(batch=1, heads=32, kv_heads=32, q_len=1, kv_len=8192, head_dim=128), dtype="fp16")
+    p = gpu.tile_problem(split, "flash_attention", spec, "sdpa_flash")
+    assert p.fixed_split == 7
+    _, allowed, rows = gpu.tile_time_vec([p], spec)
+    assert {(int(r[1]), int(r[4])) for r in rows[allowed]} == {(64, 7)}
+    many = Op.attention(AttnGeom(batch=64, heads=32, kv_heads=32, q_len=1, kv_len=8192, head_dim=128), dtype="fp16")
+    p = gpu.tile_problem(many, "flash_attention", spec, "sdpa_flash")
+    _, allowed, rows = gpu.tile_time_vec([p], spec)
+    assert {(int(r[1]), int(r[4])) for r in rows[allowed]} == {(128, 1)}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from simsparse import measure_gpu as mg
+from simsparse.validate import read_lines
 
 DATA_ROOT = Path(__file__).resolve().parents[1] / "validation" / "data"
 
@@ -17,17 +18,16 @@ DATA_ROOT = Path(__file__).resolve().parents[1] / "validation" / "data"
 def _gpu_campaign_files() -> list[Path]:
     """JSON-lines files written by simsparse.measure_gpu (recognised by their first row)."""
     out = []
-    for p in sorted(DATA_ROOT.glob("*/*.jsonl")):
-        with p.open(encoding="utf-8") as f:
-            first = json.loads(f.readline() or "{}")
+    for p in sorted([*DATA_ROOT.glob("*/*.jsonl"), *DATA_ROOT.glob("*/*.jsonl.gz")]):
+        lines = read_lines(p)
+        first = json.loads(lines[0] if lines else "{}")
         if first.get("schema") == mg.SCHEMA_VERSION and "sm_count" in first:
             out.append(p)
     return out
 
 
 def _read(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in read_lines(path) if line.strip()]
 
 
 def check_rows(rows: list[dict], name: str = "rows") -> None:
@@ -88,8 +88,14 @@ def test_checked_in_campaigns_cover_dense_and_2to4_everywhere():
         by_kernel = defaultdict(set)
         for r in rows:
             by_kernel[(r["kernel"], r["dtype"])].add((r["m"], r["n"], r["k"]))
+        # every sparse shape has its dense comparator in the same file (a speed-up is only
+        # measured within one run)
+        for (kernel, dt), shapes in by_kernel.items():
+            if kernel != "cublas":
+                assert shapes <= by_kernel[("cublas", dt)], (path.name, kernel, dt)
+        if not any(k == "cusparselt" for k, _ in by_kernel):  # a campaign without the 2:4 phase
+            continue
         for dt in ("fp16", "bf16"):
-            assert by_kernel[("cusparselt", dt)] <= by_kernel[("cublas", dt)], (path.name, dt)
             assert len(by_kernel[("cusparselt", dt)]) >= 100, (path.name, dt)
 
 
