@@ -280,6 +280,31 @@ NEW5_CONV_SHAPES = [
     ("mnasnet", "project_480to80", 80, 480),
 ]
 
+# a seventh set (unseen check #6), measured after session 4's round-9 model changes and kept out
+# of every fit: shapes no earlier set has
+NEW6_LLM_SHAPES = [
+    ("mistral-small-24b", "mlp_gate_up", 32768, 5120),
+    ("mistral-small-24b", "mlp_down", 5120, 32768),
+    ("qwen3-30b-a3b", "expert_up", 768, 2048),
+    ("qwen3-30b-a3b", "expert_down", 2048, 768),
+    ("gemma-3-12b", "mlp_gate_up", 15360, 3840),
+    ("gemma-3-12b", "mlp_down", 3840, 15360),
+    ("gemma-3-12b", "attn_q", 4096, 3840),
+    ("llama-4-scout", "expert_up", 8192, 5120),
+    ("llama-4-scout", "expert_down", 5120, 8192),
+    ("deepseek-v3", "expert_up", 2048, 7168),
+    ("deepseek-v3", "expert_down", 7168, 2048),
+    ("nemotron-mini-4b", "mlp_up", 9216, 3072),
+    ("nemotron-mini-4b", "mlp_down", 3072, 9216),
+    ("qwen3-8b", "mlp_down", 4096, 12288),
+]
+NEW6_CONV_SHAPES = [
+    ("mobilenet-v3-small", "project_576to96", 96, 576),
+    ("efficientnet-b3", "expand_232to1392", 1392, 232),
+    ("efficientnet-b3", "project_1392to232", 232, 1392),
+    ("regnety-3.2g", "pw_576", 576, 576),
+]
+
 
 def _fit_half(n: int, k: int) -> bool:
     """simsparse.validate.half_of's rule (crc32 of "NxK" even → fit), restated here because
@@ -302,7 +327,8 @@ SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_C
               "new2": (NEW2_LLM_SHAPES, NEW2_CONV_SHAPES),
               "probe": (PROBE_LLM_SHAPES, PROBE_CONV_SHAPES), "new3": (NEW3_LLM_SHAPES, NEW3_CONV_SHAPES),
               "new4": (NEW4_LLM_SHAPES, NEW4_CONV_SHAPES),
-              "new5": (NEW5_LLM_SHAPES, NEW5_CONV_SHAPES)}
+              "new5": (NEW5_LLM_SHAPES, NEW5_CONV_SHAPES),
+              "new6": (NEW6_LLM_SHAPES, NEW6_CONV_SHAPES)}
 
 QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
              ("opt-125m/bert-base", "fc2", 768, 3072)]

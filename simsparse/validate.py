@@ -56,7 +56,7 @@ SIGN_MARGIN = 0.05
 # (the new4 repeat, a second run of new4's shapes in another process, measures how well the
 # measured signs themselves reproduce: 99.7 % of 3,326 pairs, 90.7 % of its near-ties)
 UNSEEN_CAMPAIGNS = ("h200-newshapes3-20261123", "h200-newshapes4-20261123", "h200-newshapes4-repeat-20261124",
-                    "h200-newshapes5-20261124")
+                    "h200-newshapes5-20261124", "h200-newshapes6-20261124")
 # a row whose median is this much over its minimum had a host stall inside the timed events
 HOST_STALL_RATIO = 1.5
 
