@@ -357,15 +357,6 @@ NVJET_TILES = ((8, 64), (8, 128), (8, 192), (8, 256), (16, 64), (16, 128), (16, 
                (64, 320), (72, 64), (80, 64), (80, 128), (96, 64), (96, 128), (96, 192), (96, 256), (104, 64),
                (112, 64), (112, 128), (128, 128), (128, 192), (128, 256), (128, 320), (144, 64), (144, 128),
                (168, 128), (176, 64), (176, 128), (192, 192))
-_NVJET_TM = sorted({tm for tm, _ in NVJET_TILES})
-
-
-def nvjet_tm_cap(m: int) -> int:
-    """The largest token tile worth pricing for M tokens: the smallest menu tile that covers M
-    (a wider one has the same grid and more MMA work per k-step), or the widest for large M."""
-    return next((tm for tm in _NVJET_TM if tm >= m), _NVJET_TM[-1])
-
-
 # cuBLAS's fp32 (SIMT, no TF32) GEMM tiles, (tokens, N), as the H200 profile named them
 # (sm80_xmma_gemm_f32f32_..._tilesize{tokens}x{N}x8, split-K in grid z; fit-half probe shapes,
 # validation/data/h200/h200-probe-fp32-20261124.jsonl.gz), and their warps per CTA (block sizes
@@ -860,21 +851,22 @@ def tile_time_vec(problems: list[TileProblem], spec: GPUSpec) -> tuple[np.ndarra
     return t, allowed, g.rows
 
 
-def tile_time_many(problem_lists: list[list[TileProblem]], spec: GPUSpec
+def tile_time_many(problem_lists: list[list[TileProblem]], spec: GPUSpec, split: bool = True
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`tile_time_vec` for many ops at once (one numpy pass over ops x candidates).
 
     All lists must have the same static keys (same kernels, dtype, machine) and no grouped GEMM.
-    Returns (t_s[op, row], allowed[op, row], rows) over the full candidate grid.
+    Returns (t_s[op, row], allowed[op, row], rows) over the candidate grid (without its split-K
+    rows when `split` is false, as `tile_time_vec` leaves them out for a grid that fills the SMs).
     """
     r = machine_rates(spec)
-    g = _grid(problem_lists[0], spec, r, True)
+    g = _grid(problem_lists[0], spec, r, split)
     n_ops, n_p = len(problem_lists), len(problem_lists[0])
     dyn = [_dyn(p, r) for plist in problem_lists for p in plist]
     # op fields as (ops, rows) columns; the grid's per-row arrays broadcast against them
     table = np.array(dyn, dtype=float).reshape(n_ops, n_p, -1)[:, g.which, :]
     cols = [table[:, :, f] for f in range(table.shape[2])]
-    t, allowed = _price(g, cols, dyn, r, True, [])
+    t, allowed = _price(g, cols, dyn, r, split, [])
     return t, np.broadcast_to(allowed, t.shape), g.rows
 
 
@@ -1096,7 +1088,7 @@ def tile_problem(op: Op, kernel: str, spec: GPUSpec, variant: str | None = None)
         bh, bw = (w.bh, w.bw) if isinstance(w, Block) else (16, 16)
         key = (id(spec), kernel, op.kind, op.dtype, variant, bh, bw)
     else:
-        key = (id(spec), kernel, op.kind, op.dtype, variant, op.m == 1, nvjet_tm_cap(op.m) if kernel == "cublas" else 0)
+        key = (id(spec), kernel, op.kind, op.dtype, variant, op.m == 1)
     hit = _TEMPLATES.get(key)
     if hit is None or hit[0] is not spec:
         p = tile_problem_reference(op, kernel, spec, variant)
@@ -1158,7 +1150,7 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         # cuBLAS's Hopper kernels (nvjet_sm90_*) are persistent: every recorded grid <= SMs (probe)
         persistent = arch_of(spec) == "sm_90" and tc
         if persistent:
-            common["tile_family"] = ("nvjet", nvjet_tm_cap(op.m), 0)
+            common["tile_family"] = ("nvjet", 0, 0)
         return TileProblem(peak_per_clk=peak * eff, **{**common, "decomp": "split_k+stream_k",
                                                        "persistent": persistent,
                                                        "epilogue_s": _epilogue_s(spec) if persistent else 0.0})
@@ -1303,8 +1295,8 @@ def _stage_levels(arch: str, family: str, a: int, b: int, elem_bytes: float, w_f
         mn = LIBRARY_TILES[arch]
         if family == "cslt_default":
             mn = CUSPARSELT_DEFAULT_TILES
-        elif family == "nvjet":  # a = nvjet_tm_cap(M)
-            mn = tuple((tm, tn) for tm, tn in NVJET_TILES if tm <= a)
+        elif family == "nvjet":
+            mn = NVJET_TILES
         depths = range(2, MAX_STAGES[arch] + 1)
         if family == "simt" and not a:
             # fp32 without Tensor Cores: cuBLAS's SIMT tiles (from 32 tokens); M = 1 is a GEMV
@@ -1603,12 +1595,14 @@ def evaluate_many(ops: list[Op], spec: GPUSpec, kernels: tuple[str, ...], varian
         if op.meta.get("expert_tokens") or (id(spec), op, None, kernels, variant) in _MEMO:
             continue
         problems = [tile_problem(op, kern, spec, variant) for kern in kernels]
-        groups.setdefault(tuple(p.static_key() for p in problems), []).append((op, problems))
-    for members in groups.values():
+        # split-K rows only where `tile_time_vec` would price them (a grid that leaves SMs idle)
+        split = any(_min_tiles(p, spec) <= spec.sm_count or p.fixed_split > 1 for p in problems)
+        groups.setdefault((tuple(p.static_key() for p in problems), split), []).append((op, problems))
+    for (_, split), members in groups.items():
         if len(members) == 1:
             evaluate(members[0][0], spec, kernels, variant)
             continue
-        t, allowed, rows = tile_time_many([pl for _, pl in members], spec)
+        t, allowed, rows = tile_time_many([pl for _, pl in members], spec, split)
         t = np.where(allowed, t, np.inf)
         for i, (op, problems) in enumerate(members):
             _MEMO[(id(spec), op, None, kernels, variant)] = (spec, (t[i], rows, problems))
