@@ -313,12 +313,20 @@ def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: fl
     two uses of one copy. Where other work (and other tenants of a shared L3) inserts lines at
     random places, a line survives F bytes of insertions into C bytes of cache with probability
     exp(-F / C); C = ``l3_keep_bytes`` is the L3 capacity this core effectively keeps (spec
-    efficiency; absent = 0 = nothing survives)."""
+    efficiency; absent = 0 = nothing survives). Where the spec gives ``l3_keep_hill`` = h, the cache
+    replaces least-recently-used lines instead: a rotation that fits the kept capacity survives whole
+    and one that overflows it is evicted before its reuse, a cliff at F = C of steepness h (the share
+    kept is 1 / (1 + (F / C)^h); h -> infinity is exact LRU, the softening is the other tenants'
+    share of the L3 varying over time)."""
     copies = float(mapping.params.get("rotation_copies", 0) or 0) if mapping is not None else 0.0
     keep = spec.efficiency.get("l3_keep_bytes", 0.0)
     if copies <= 0 or keep <= 0 or bytes_per_call <= 0:
         return 0.0
-    return math.exp(-copies * bytes_per_call / keep)
+    footprint = copies * bytes_per_call
+    hill = spec.efficiency.get("l3_keep_hill", 0.0)
+    if hill > 0:  # LRU-like: survives while the rotation fits the kept capacity
+        return 1.0 / (1.0 + (footprint / keep) ** hill)
+    return math.exp(-footprint / keep)  # random replacement
 
 
 def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: float, n_scans: int) -> float:

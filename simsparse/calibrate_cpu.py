@@ -26,10 +26,11 @@ The free parameters are per-work-unit cycle costs of the kernel families (hwmode
     x_seg_s       seconds of exposed DRAM latency per first-touched X segment (and per output-row Y
                   segment when the pixels are split into blocks) of the numba SpMM
     l3_keep_bytes  L3 bytes this core keeps between two uses of a rotated operand copy: the share
-                  exp(-copies x bytes per call / l3_keep_bytes) of a call's traffic hits L3
+                  1 / (1 + (copies x bytes per call / l3_keep_bytes)^l3_keep_hill) of a call's traffic
+                  hits L3 (LRU-like cliff; exp(-copies x bytes per call / l3_keep_bytes) without l3_keep_hill)
 
-Three structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
-or chosen by cross-validation on the fit half): x_seg_lines, gemm.m_tail_rows, gemm.gemv_packs.
+Four structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
+or chosen by cross-validation on the fit half): x_seg_lines, gemm.m_tail_rows, l3_keep_hill, gemm.gemv_packs.
 
 They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only.
 Memory bandwidths, clock, ports and cache sizes are not fitted: they come from the probe.
@@ -72,6 +73,14 @@ PRESET_PARAMS = {
                               "of this host: over M = 32 / 48 / 64 / 96 the remainders 1 / 8 / 15 rows cost "
                               "0.24-0.28 / 0.64-0.68 / 1.54-1.63 of a 16-row panel, (p + 3) / 16 per piece "
                               "gives 0.25 / 0.69 / 1.69; validation/data/cpu-host/README.md, sixth fit"),
+    # steepness of the L3 survival cliff of a rotated operand set (hwmodels.cpu.l3_resident_share: LRU-like
+    # 1 / (1 + (F / l3_keep_bytes)^h) instead of random replacement exp(-F / l3_keep_bytes)); plausible 2-8
+    "l3_keep_hill": (3.0, "measured: pinned timing on core 1 of fit-half shapes 784x32x144 and 49x320x960 (CSR d=0.02 / "
+                          "0.1, BSR 4x1 d=0.05) over 2-128 rotation copies (footprint 0.5-65 MB): a call keeps its "
+                          "operands in L3 while the rotation fits ~8-13 MB, then falls off a cliff; implied kept share "
+                          "fitted with one capacity per series, h = 1 (exp) / 2 / 3 / 4 / 6 / 8: rms 0.16 / 0.125 / 0.10 / "
+                          "0.10 / 0.11 / 0.11, with one capacity for all series 0.19 / 0.175 / 0.175 / 0.18 / 0.20 / 0.22; "
+                          "validation/data/cpu-host/l3-survival-20261124T002710Z.json, README.md, eighth fit"),
     # OpenBLAS sgemv (M = 1) reads W in place, row blocks straight from memory: no packing
     "gemm.gemv_packs": (0.0, "structural: OpenBLAS sgemv_t / sgemv_n kernels (kernel/x86_64/sgemv_*_4.c) read the "
                              "matrix in place (only x, K floats, is copied); validation/data/cpu-host/README.md, "
@@ -90,7 +99,7 @@ BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2
 START = {"dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_bytes": 16e6, "cpu_bitmap.c_miss": 12.0,
          "cpu_bitmap.bp_keep": 2e4}
 TOP_LEVEL = ("dram_eff", "stream_eff", "gemv_stream_eff", "mem_overlap", "dram_run_s", "x_seg_s", "x_seg_lines",
-             "l3_keep_bytes")  # spec.efficiency keys without a family prefix
+             "l3_keep_bytes", "l3_keep_hill")  # spec.efficiency keys without a family prefix
 TOLERANCE = 0.10  # "within ±10 %"
 # Quality rule, declared before any held-out error was looked at: a point whose own two passes
 # (minutes apart) differ by more than this does not reproduce to ±10 %, so it can neither
@@ -100,6 +109,9 @@ TOLERANCE = 0.10  # "within ±10 %"
 # the other tenants' time, so the whole campaign is excluded.
 MAX_PASS_DIFF = 0.10
 LOADED_CAMPAIGNS = ("kernels-20261123T184506Z",)
+# campaigns measured as unseen checks of a finished fit (6: of the seventh, 7: --cold, of the
+# seventh): never fitted on, whichever files are passed; their two halves are only reported
+UNSEEN_CAMPAIGNS = ("kernels-20261123T231041Z", "kernels-20261123T233630Z")
 
 
 def pass_diff(row: dict[str, Any]) -> float:
@@ -257,7 +269,8 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
                                                   and k not in TOP_LEVEL}})
     fit_all = [r for r in rows if r["split"] == "fit"]
     val_all = [r for r in rows if r["split"] == "validate"]
-    fit_rows = [r for r in fit_all if reproducible(r)] if quality else fit_all
+    fit_rows = [r for r in fit_all if r.get("campaign") not in UNSEEN_CAMPAIGNS]
+    fit_rows = [r for r in fit_rows if reproducible(r)] if quality else fit_rows
     measured = {k: v for k, (v, _) in PRESET_PARAMS.items()}
     base = _with(base, {**FIXED_PARAMS, **measured})
     values = {**fit(fit_rows, base), **FIXED_PARAMS, **measured}

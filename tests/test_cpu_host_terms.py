@@ -38,6 +38,26 @@ def test_l3_share_is_survival_probability():
     assert cpu.l3_resident_share(_spec(), mp, 1 * MiB) == 0.0
 
 
+def test_l3_share_lru_cliff():
+    # l3_keep_hill = 3 (LRU-like, eighth fit): a rotation of F = C keeps exactly half, whatever h;
+    # F = C / 2 keeps 1 / (1 + 1/8) = 8/9 and F = 2 C keeps 1/9 (random replacement: 0.61 and 0.14)
+    spec = _spec(l3_keep_bytes=8 * MiB, l3_keep_hill=3.0)
+
+    def share(copies: int) -> float:
+        return cpu.l3_resident_share(spec, Mapping("cpu_csr", params={"threads": 1, "rotation_copies": copies}),
+                                     1 * MiB)
+
+    assert share(8) == pytest.approx(0.5, rel=1e-12)
+    assert share(4) == pytest.approx(8 / 9, rel=1e-12)
+    assert share(16) == pytest.approx(1 / 9, rel=1e-12)
+    # steeper than random replacement on both sides of the cliff
+    assert share(4) > math.exp(-0.5) and share(16) < math.exp(-2.0)
+    # without l3_keep_hill: random replacement, as before
+    exp_spec = _spec(l3_keep_bytes=8 * MiB)
+    mp = Mapping("cpu_csr", params={"threads": 1, "rotation_copies": 4})
+    assert cpu.l3_resident_share(exp_spec, mp, 1 * MiB) == pytest.approx(math.exp(-0.5), rel=1e-12)
+
+
 def test_l3_resident_traffic_moves_at_l3_bandwidth():
     # dense GEMM 64 x 64 x 64 fp32: A, B 16 KiB each + C 16 KiB written once = 49152 bytes.
     # With 1 rotation copy and l3_keep = 49152 / ln 2 the share kept is exactly 1/2, so the
