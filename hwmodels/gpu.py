@@ -34,7 +34,12 @@ recorded from the H200 (`CUSPARSELT_DEFAULT_TILES`): one 128 (N) x 256 (tokens) 
 persistent grid (`TileProblem.max_ctas`), data-parallel or "segment-K" (a stream-K split of K
 whose shares keep at least `sk_min_steps` k-steps) as `cslt_segment_k` decides, plus
 `default_plan_s`; a searched plan gets the mapper's best configuration. A kernel may stream HBM
-below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan at small M).
+below `gemm_hbm_eff` (`TileProblem.hbm_frac`: the default plan at small M). cuBLAS on sm_90
+chooses from the tiles its nvjet kernels were recorded with (`NVJET_TILES`, e.g. 96 x 128, so a
+grid fills the SMs in one pass); its fp32 SIMT kernels from `SIMT_TILES`, where each k-step also
+pays the accumulator block's shared-memory operand reads (`simt_smem_reads`) and an SM issues at
+its peak only with `SIMT_WARPS_FOR_PEAK` warps resident. FlashAttention-2 fixes its KV split by
+its own heuristic (`fa2_num_splits`, `TileProblem.fixed_split`) and then runs 64-row CTAs.
 
 HBM bytes are the compulsory operands (weights in the kernel's storage format with exact byte
 counts, activations, output), the write-back of dirty L2 lines the reads displace

@@ -2,7 +2,9 @@
 
 Tile kernels (cuBLAS, cuSPARSELt, BSR on Tensor Cores, Flash-LLM, grouped GEMM, fused
 attention) get every configuration their library instantiates on the architecture
-(`hwmodels.gpu.LIBRARY_TILES`, split-K in 1..16, 2..max pipeline stages) that fits the SM;
+(`hwmodels.gpu.LIBRARY_TILES`; on sm_90 the tiles the profiler recorded for cuBLAS, `NVJET_TILES`,
+and for its fp32 SIMT kernels, `SIMT_TILES`; split-K in 1..16 or the library's own fixed split,
+2..max pipeline stages) that fits the SM;
 streaming CUDA-core kernels (cuSPARSE CSR/BSR, Sputnik, activation-sparse GEMV, element-wise)
 choose their own split and get one mapping each. `best` prices all candidates of all kernels in
 one numpy pass (`hwmodels.gpu.evaluate`) and keeps the fastest — the same answer as pricing
