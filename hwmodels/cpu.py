@@ -199,6 +199,10 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
             "c_row": 8.0,  # row pointers, branch on empty row, loop
             "c_out": max(1 / ld, 1 / st),  # copy accumulator to Y (or zero it), per full vector
             "t_call_s": 5e-6,  # numba dispatch of a parallel (prange) function
+            # cycles per X row segment an axpy starts when the pixels are split into blocks: the segment
+            # (mb of the row's M pixels) is not contiguous with the previous nonzero's, so it opens a new
+            # L2 stream and waits one L2 load-to-use latency (0 = not modelled; a spec calibrates it)
+            "c_xseg": 0.0,
         }
     if family == "cpu_bitmap":
         # load + test per byte; shift/test/branch per bit; c_miss: cycles per mispredicted branch
@@ -517,6 +521,11 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         cycles = n_blk * (n * c_row + stored * c_nnz / 2) + stored * axpy + n * out_pass
     else:  # xnn_spmm
         cycles = n_blk * (n * c_row + stored * c_nnz) + stored * axpy + n * out_pass
+    if family == "numba" and n_blk > 1:
+        # split pixels: X[k, block] is mb of the M floats of row k, so consecutive nonzeros' segments
+        # are M floats apart (one block: rows back to back, one ascending stream); every X segment an
+        # axpy reads (blocks x bw per block) starts a new L2 stream (``c_xseg`` cycles; 0 = off)
+        cycles += n_blk * blocks * bw * p.get("c_xseg", 0.0)
     threads = threads_of(spec, mapping)
     # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
     cycles = cycles * math.ceil(n_blk / threads) / n_blk * threads * op.batch
@@ -549,15 +558,19 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # that the prefetcher has not seen coming. A segment of at least ``x_seg_lines`` cache lines
         # exposes one whole latency ``x_seg_s``; a shorter one shares it with the segments the core
         # has in flight at once (pro rata lines / x_seg_lines). Both 0 or absent = not modelled.
+        # Where the spec sets ``x_seg_first_block_only`` (= 1), only the first pixel block's segments
+        # expose it: block b + 1's segment of a row starts where block b's ended, and the L2 streamer,
+        # having followed block b's segment to its end, runs on into it (absent: every block pays).
         w_blk = min(mb, op.m)
         seg_lines = spec.efficiency.get("x_seg_lines", 0.0)
 
         def exposed(lines: float) -> float:
             return min(1.0, lines / seg_lines) if seg_lines > 0 else 1.0
 
-        x_segs = n_blk * (k_touched / bw if n_blk == 1 else k_touched)
+        paying = 1 if spec.efficiency.get("x_seg_first_block_only", 0.0) > 0 else n_blk  # blocks that pay
+        x_segs = paying * (k_touched / bw if n_blk == 1 else k_touched)
         x_lines = math.ceil(w_blk * b * (bw if n_blk == 1 else 1) / 64)
-        y_segs = n * n_blk if n_blk > 1 and seg_lines > 0 else 0
+        y_segs = n * paying if n_blk > 1 and seg_lines > 0 else 0
         t_seg = op.batch * spec.efficiency.get("x_seg_s", 0.0) * (
             x_segs * exposed(x_lines) + y_segs * exposed(math.ceil(w_blk * b / 64)))
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,

@@ -143,6 +143,51 @@ def test_short_segments_share_their_latency_and_split_outputs_count():
     assert d == pytest.approx(192 * 1e-7, rel=1e-9)
 
 
+def test_later_pixel_blocks_continue_their_segments():
+    # x_seg_first_block_only (ninth fit): block b + 1's segment of an X row (and of a Y row) starts where
+    # block b's ended, so only the first block's segments expose the latency. M = 100 in 2 blocks of 50
+    # pixels (200 B = 4 lines, x_seg_lines = 8: half a latency each): 128 X segments and 64 Y segments
+    # of the first block, (128 + 64) / 2 = 96 latencies = 9.6 us (every block: 192, the test above)
+    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
+    on = _spec(x_seg_s=1e-7, x_seg_lines=8.0, x_seg_first_block_only=1.0)
+    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+    assert d == pytest.approx(96 * 1e-7, rel=1e-9)
+    # splitting the same pixels into more blocks no longer adds latencies: 4 blocks of 25 pixels
+    # (100 B = 2 lines: a quarter latency each) -> (128 + 64) / 4 = 48 latencies
+    mp4 = Mapping("cpu_csr", tile=(25, 64, 128), params={"threads": 1})
+    d4 = cpu.cost(op, mp4, on).breakdown_s["dram"] - cpu.cost(op, mp4, _spec()).breakdown_s["dram"]
+    assert d4 == pytest.approx(48 * 1e-7, rel=1e-9)
+    # one pixel block: unchanged (Y is one stream; 128 X segments of 4 lines = 64 latencies)
+    op1 = Op.gemm(49, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp1 = Mapping("cpu_csr", tile=(49, 64, 128), params={"threads": 1})
+    d1 = cpu.cost(op1, mp1, on).breakdown_s["dram"] - cpu.cost(op1, mp1, _spec()).breakdown_s["dram"]
+    assert d1 == pytest.approx(64 * 1e-7, rel=1e-9)
+
+
+def test_split_pixels_pay_a_new_stream_per_x_segment():
+    # numba.c_xseg (ninth fit): with the pixels split into blocks, every X segment an axpy reads opens
+    # a new L2 stream. CSR, M = 100 in 2 blocks, N = 64, K = 128, d = 0.5: 4096 nonzeros x 2 blocks x
+    # 10 cycles = 81,920 cycles of core time; BSR 1x4 at block density 0.5: 64 rows x 32 block columns
+    # x 0.5 = 1024 blocks, each reading 4 X rows, x 2 blocks x 10 cycles = 81,920 cycles too
+    spec = hwmodels.load("host")
+    base = _spec()
+    on = _spec(**{"numba.c_xseg": 10.0})
+    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
+    dc = cpu.cost(op, mp, on).breakdown_s["core"] - cpu.cost(op, mp, base).breakdown_s["core"]
+    assert dc == pytest.approx(4096 * 2 * 10.0 / spec.clock_hz, rel=1e-9)
+    opb = Op.gemm(100, 64, 128, dtype="fp32", weight=Block(1, 4, density=0.5))
+    mpb = Mapping("cpu_bsr", tile=(50, 64, 128), params={"threads": 1})
+    db = cpu.cost(opb, mpb, on).breakdown_s["core"] - cpu.cost(opb, mpb, base).breakdown_s["core"]
+    assert db == pytest.approx(1024 * 4 * 2 * 10.0 / spec.clock_hz, rel=1e-9)
+    # one pixel block: the X panel's rows lie back to back (one ascending stream), no cost
+    mp1 = Mapping("cpu_csr", tile=(100, 64, 128), params={"threads": 1})
+    assert cpu.cost(op, mp1, on).t_s == pytest.approx(cpu.cost(op, mp1, base).t_s, rel=1e-12)
+    # absent key: off (default_params gives 0)
+    assert cpu.default_params(spec, "numba")["c_xseg"] == 0.0
+
+
 # --- dense GEMM: OpenBLAS M-remainder kernels, packing streams -------------------------------------
 
 
