@@ -76,6 +76,11 @@ REGIME_1X1 = [(768, 192, 784), (768, 256, 1568), (640, 160, 784), (320, 320, 784
               (128, 64, 196), (64, 160, 196), (192, 96, 196),
               (256, 384, 784), (512, 256, 784), (384, 192, 784), (384, 384, 196), (512, 384, 196),
               (96, 192, 196)]
+# 1x1 layers of other networks (EfficientNet-B0, ShuffleNet-v2, SqueezeNet, a 512-wide bottleneck)
+# that no table above has: measured after the ninth fit as its unseen check, both halves
+NEW_1X1 = [(240, 40, 784), (1152, 192, 49), (256, 32, 729), (464, 464, 49), (128, 512, 784),
+           (40, 240, 784), (480, 80, 196), (80, 480, 196), (672, 112, 196), (112, 672, 196),
+           (116, 116, 784), (232, 232, 196)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -359,11 +364,11 @@ class Point:
     activation_density: float = 1.0
 
 
-def grid(quick: bool = False, regimes: bool = False) -> list[Point]:
+def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False) -> list[Point]:
     """Every point of the campaign (quick: a few shapes, for smoke tests; regimes: the REGIME_1X1
-    layers alone, no LLM shapes)."""
+    layers alone, new_layers: the NEW_1X1 layers alone; neither with LLM shapes)."""
     cnn: list[tuple[str, tuple[int, int, int]]] = []
-    tables = (("regimes", REGIME_1X1),) if regimes else (
+    tables = (("regimes", REGIME_1X1),) if regimes else (("new_layers", NEW_1X1),) if new_layers else (
         ("mobilenet_v1", MOBILENET_V1_1X1), ("mobilenet_v2", MOBILENET_V2_1X1), ("resnet50", RESNET50_1X1))
     for name, table in tables:
         cnn += [(name, s) for s in table]
@@ -390,12 +395,13 @@ def grid(quick: bool = False, regimes: bool = False) -> list[Point]:
         for nn, mm in NM_PATTERNS:
             if k % mm == 0:
                 pts.append(Point("cpu_nm", m, n, k, {"pattern": f"{nn}:{mm}"}, layer))
-    llm_spmm = [] if regimes else LLM_SPMM[:1] if quick else LLM_SPMM
+    only_cnn = regimes or new_layers
+    llm_spmm = [] if only_cnn else LLM_SPMM[:1] if quick else LLM_SPMM
     for k, n, tokens in llm_spmm:
         pts.append(Point("cpu_dense_gemm", tokens, n, k, {"pattern": "dense"}, "llama-2"))
         for d in (LLM_DENSITIES[::2] if quick else LLM_DENSITIES):
             pts.append(Point("cpu_csr", tokens, n, k, {"pattern": "unstructured", "density": d}, "llama-2"))
-    for k, n in ([] if regimes else LLM_GEMV[:1] if quick else LLM_GEMV):
+    for k, n in ([] if only_cnn else LLM_GEMV[:1] if quick else LLM_GEMV):
         pts.append(Point("cpu_dense_gemm", 1, n, k, {"pattern": "dense"}, "llama-2-decode"))
         for a in ACT_DENSITIES:
             pts.append(Point("cpu_act_gemv", 1, n, k, {"pattern": "dense"}, "llama-2-decode", a))
@@ -570,7 +576,8 @@ def _stamp() -> str:
 
 
 def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
-        log: Callable[[str], None] = print, builds: int = 1, cold: bool = False, regimes: bool = False) -> Path:
+        log: Callable[[str], None] = print, builds: int = 1, cold: bool = False, regimes: bool = False,
+        new_layers: bool = False) -> Path:
     """The whole campaign → one new JSON-lines file under out_dir (append-only history)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blas = pin(core)
@@ -579,11 +586,11 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     warm_up()
     pr = probe(out_dir, quick=quick)
     ident = machine_identity(blas)
-    pts = grid(quick, regimes)
+    pts = grid(quick, regimes, new_layers)
     with path.open("w") as f:
         f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
                             "threads": 1, "core": core, "builds": builds, "cold": cold,
-                            "regimes": regimes}) + "\n")
+                            "regimes": regimes, "new_layers": new_layers}) + "\n")
         rows = []
         for i, pt in enumerate(pts):
             if time.perf_counter() - t_start > budget_s:
@@ -653,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="allocate each point's operands this many times and keep the median allocation")
     ap.add_argument("--regimes", action="store_true",
                     help="measure the REGIME_1X1 layers only (shapes no network table has)")
+    ap.add_argument("--new-layers", action="store_true",
+                    help="measure the NEW_1X1 layers only (other networks' 1x1 convolutions)")
     ap.add_argument("--cold", action="store_true",
                     help="rotate over copies worth 2x the LLC for every layer, each with its own mask "
                          "(no cached operands, no learned branch sequence between calls)")
@@ -661,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         pin(a.core)
         print(json.dumps(probe(a.out, quick=a.quick), indent=1))
         return 0
-    run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold, regimes=a.regimes)
+    run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold, regimes=a.regimes,
+        new_layers=a.new_layers)
     return 0
 
 
