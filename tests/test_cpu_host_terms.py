@@ -23,6 +23,11 @@ def _spec(**eff: float):
     return hwmodels.load("host").replace(efficiency=dict(eff))
 
 
+def _extra_dram(op, mp, spec) -> float:
+    """DRAM seconds `spec`'s terms add over the bare host spec for one call."""
+    return cpu.cost(op, mp, spec).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
+
+
 # --- L3 residency of a rotated working set -------------------------------------------------------
 
 
@@ -130,17 +135,18 @@ def test_short_segments_share_their_latency_and_split_outputs_count():
     # x_seg_lines = 8: a segment of 4 cache lines exposes half a latency.
     # One block of 49 pixels: 128 X segments of 196 B = 4 lines -> 64 latencies = 6.4 us; Y is one
     # contiguous stream (no Y segments).
-    op = Op.gemm(49, 64, 128, dtype="fp32", weight=Unstructured(0.5))
-    mp = Mapping("cpu_csr", tile=(49, 64, 128), params={"threads": 1})
     on = _spec(x_seg_s=1e-7, x_seg_lines=8.0)
-    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
-    assert d == pytest.approx(64 * 1e-7, rel=1e-9)
+    assert _csr_segments(49, 49, on) == pytest.approx(64 * 1e-7, rel=1e-9)
     # M = 100 in 2 blocks of 50 pixels (200 B = 4 lines): 2 x 128 X segments and 64 rows x 2 blocks
     # of Y segments, each half exposed: (256 + 128) / 2 = 192 latencies = 19.2 us
-    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
-    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
-    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
-    assert d == pytest.approx(192 * 1e-7, rel=1e-9)
+    assert _csr_segments(100, 50, on) == pytest.approx(192 * 1e-7, rel=1e-9)
+
+
+def _csr_segments(m: int, mb: int, on) -> float:
+    """Extra DRAM seconds of `on`'s segment terms for CSR d = 0.5, N = 64, K = 128, M pixels in
+    blocks of mb, one thread."""
+    op = Op.gemm(m, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    return _extra_dram(op, Mapping("cpu_csr", tile=(mb, 64, 128), params={"threads": 1}), on)
 
 
 def test_later_pixel_blocks_continue_their_segments():
@@ -148,21 +154,13 @@ def test_later_pixel_blocks_continue_their_segments():
     # block b's ended, so only the first block's segments expose the latency. M = 100 in 2 blocks of 50
     # pixels (200 B = 4 lines, x_seg_lines = 8: half a latency each): 128 X segments and 64 Y segments
     # of the first block, (128 + 64) / 2 = 96 latencies = 9.6 us (every block: 192, the test above)
-    op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
-    mp = Mapping("cpu_csr", tile=(50, 64, 128), params={"threads": 1})
     on = _spec(x_seg_s=1e-7, x_seg_lines=8.0, x_seg_first_block_only=1.0)
-    d = cpu.cost(op, mp, on).breakdown_s["dram"] - cpu.cost(op, mp, _spec()).breakdown_s["dram"]
-    assert d == pytest.approx(96 * 1e-7, rel=1e-9)
+    assert _csr_segments(100, 50, on) == pytest.approx(96 * 1e-7, rel=1e-9)
     # splitting the same pixels into more blocks no longer adds latencies: 4 blocks of 25 pixels
     # (100 B = 2 lines: a quarter latency each) -> (128 + 64) / 4 = 48 latencies
-    mp4 = Mapping("cpu_csr", tile=(25, 64, 128), params={"threads": 1})
-    d4 = cpu.cost(op, mp4, on).breakdown_s["dram"] - cpu.cost(op, mp4, _spec()).breakdown_s["dram"]
-    assert d4 == pytest.approx(48 * 1e-7, rel=1e-9)
+    assert _csr_segments(100, 25, on) == pytest.approx(48 * 1e-7, rel=1e-9)
     # one pixel block: unchanged (Y is one stream; 128 X segments of 4 lines = 64 latencies)
-    op1 = Op.gemm(49, 64, 128, dtype="fp32", weight=Unstructured(0.5))
-    mp1 = Mapping("cpu_csr", tile=(49, 64, 128), params={"threads": 1})
-    d1 = cpu.cost(op1, mp1, on).breakdown_s["dram"] - cpu.cost(op1, mp1, _spec()).breakdown_s["dram"]
-    assert d1 == pytest.approx(64 * 1e-7, rel=1e-9)
+    assert _csr_segments(49, 49, on) == pytest.approx(64 * 1e-7, rel=1e-9)
 
 
 def test_split_pixels_pay_a_new_stream_per_x_segment():
