@@ -415,6 +415,10 @@ CUSPARSELT_SEARCHED_TK = (64, 128)
 CUSPARSELT_FP16_MAX_CTAS_PER_132_SM = 120
 # segment-K never cut a tile's K into shares of fewer than ~12 k-steps of 64 (768 of K) on the probe
 CUSPARSELT_SEGMENT_MIN_STEPS = 12
+# with more than 8 K segments per tile segment-K launches its kernel twice, the second summing the
+# partials (fit-half probes: all 218 recorded calls with 9-22 segments per tile ran two launches,
+# all 356 with 2-7 one; validation/data/h200/h200-probe-narrow-20261124.jsonl.gz)
+CUSPARSELT_SEGMENT_KERNEL_SHARES = 8
 # the default plan streams weights slower at few tokens (same kernel): fp16 up to 64 padded tokens,
 # bf16 up to 128 (bf16 at small M 1.5-1.8x slower than fp16, equal from M = 256; H200 probe)
 CUSPARSELT_FP16_SMALL_M = 64
@@ -507,6 +511,10 @@ class TileProblem(NamedTuple):
     max_ctas: int = 0  # persistent grid: at most this many CTAs resident at once (0: SMs x occupancy)
     sk_min_steps: int = 1  # stream-K shares keep at least this many k-steps (cuSPARSELt segment-K: 12)
     sk_fixup_s: float = 0.0  # stream-K: seconds per extra share of a tile its owner waits for and adds
+    # stream-K: with more shares per tile than this, the partials are summed by a second launch of
+    # the kernel (cuSPARSELt segment-K), costing a launch + sk_fixup_s + every share's partial,
+    # not a serial fix-up per share; 0 = always in-kernel
+    sk_kernel_shares: int = 0
     # persistent, warp-specialised kernel (one CTA per slot loops over tiles): the next tile's loads
     # overlap the current tile's epilogue, so the pipeline fill and the CTA prologue / epilogue
     # (cta_cycles) are paid once per resident CTA, not once per tile and wave
@@ -525,6 +533,7 @@ class TileProblem(NamedTuple):
                 self.peak_per_clk, self.sfu_per_mk, self.serial_per_step, self.block_rows, self.tile_family,
                 self.decomp, self.split_kernel, self.feed_bytes_per_clk, self.cta_cycles,
                 self.latency_per_step, self.hbm_frac, self.max_ctas, self.sk_min_steps, self.sk_fixup_s,
+                self.sk_kernel_shares,
                 self.persistent, self.epilogue_s, self.longest_cta, self.serial_per_mk, self.fixed_split)
 
 
@@ -659,7 +668,10 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     # split-K: every output element s times; stream-K: at most one split tile per CTA
     partial = 2 * s * p.out_elems * 4 if s > 1 else 8.0 * tm * tn * min(tiles, ctas) if stream_k else 0.0
     reduce = partial / r.hbm_bw + r.mem_latency_s if (s > 1 or stream_k) else 0.0
-    if stream_k and p.sk_fixup_s:
+    if stream_k and p.sk_kernel_shares and ctas / tiles > p.sk_kernel_shares:
+        # a second launch reads every share's fp32 partial tile and writes the output
+        reduce = 8.0 * tm * tn * ctas / r.hbm_bw + r.mem_latency_s + r.launch_s + p.sk_fixup_s
+    elif stream_k and p.sk_fixup_s:
         reduce += max(ctas / tiles - 1.0, 0.0) * p.sk_fixup_s
     if s > 1 and p.split_kernel:
         reduce += r.launch_s
@@ -710,6 +722,7 @@ class _Grid:
     sk_red: np.ndarray  # stream-K: seconds of partial traffic per split tile
     sk_min: np.ndarray  # stream-K: fewest k-steps per share
     sk_fix: np.ndarray  # stream-K: seconds per extra share of a tile (serial fix-up)
+    sk_kshares: np.ndarray  # stream-K: shares per tile above which a second launch reduces (inf: never)
     wm0: np.ndarray  # wave raster height before clipping to the grid
     a_eb: np.ndarray  # x bytes per row of a panel per K element
     w_eb: np.ndarray  # dense W bytes per column of a panel per K element
@@ -804,6 +817,7 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
                  sk_red=sk * (8 * tm * tn / r.hbm_bw),
                  wm0=np.maximum(np.round(np.sqrt(slots * tn / tm)), 1), a_eb=p.a_per_step * tm * eb, w_eb=tn * eb,
                  sk_min=np.full(len(cfg), float(p.sk_min_steps)), sk_fix=sk * p.sk_fixup_s,
+                 sk_kshares=np.full(len(cfg), float(p.sk_kernel_shares) if p.sk_kernel_shares else np.inf),
                  rows=np.column_stack([np.zeros(len(cfg), dtype=np.int64), cfg]), has_sk=bool(sk.any()),
                  warps=simt_warps(tm) if simt else np.zeros(len(cfg)), has_warps=simt,
                  has_lat=p.latency_per_step > 0, persistent=p.persistent, longest=p.longest_cta)
@@ -945,7 +959,12 @@ def _price(g: _Grid, cols: list, dyn: list[tuple], r: MachineRates, split: bool,
         main = main + g.once_fill_s + np.ceil(np.minimum(ctas, g.slots) / r.sm_count) * g.once_cta_s
     t = main + fixed
     if has_sk:
-        t = t + g.sk_red * np.minimum(tiles, ctas) + g.red_const + g.sk_fix * np.maximum(ctas / tiles - 1.0, 0.0)
+        shares = ctas / tiles
+        fix = g.sk_red * np.minimum(tiles, ctas) + g.sk_fix * np.maximum(shares - 1.0, 0.0)
+        second = g.sk & (shares > g.sk_kshares)  # a second launch sums every share's partial
+        if second.any():
+            fix = np.where(second, g.sk_red * ctas + r.launch_s + g.sk_fix, fix)
+        t = t + fix + g.red_const
     if split:
         t = t + g.red_coef * oe + (0.0 if has_sk else g.red_const)
         allowed = g.s_is1 | ((ctas_dp <= 2 * r.sm_count) & (g.s <= np.ceil(k / g.tk)))
@@ -1047,13 +1066,15 @@ def cslt_default_tiles(dtype: str, m_pad: int, n: int, spec: GPUSpec) -> int:
 
 def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> bool:
     """Whether cuSPARSELt's default heuristic runs segment-K (a stream-K split of K), as recorded
-    on the H200's fit-half probe shapes (it reproduces all 1,188 recorded choices there):
+    on the H200's fit-half probe shapes (it reproduces all 1,692 recorded choices there):
 
     * more tiles than the persistent grid: on when the last wave would be at most half full
       (0 < (tiles mod grid) / grid <= 0.5) and K is long enough to cut (fp16 K >= 768,
       bf16 K >= 5120);
     * one wave or less: fp16 when the grid is at most 56 tiles and K >= 1152, bf16 when at most
-      64 tiles and K >= 13824 (few CTAs, long K: split K to occupy more SMs).
+      64 tiles and K >= 10240 (few CTAs, long K: split K to occupy more SMs; the narrow-layer probe,
+      h200-probe-narrow-20261124, showed bf16 splitting from K = 10240, where the first probe had
+      no bf16 shape between 8192 and 13824).
     """
     if arch_of(spec) != "sm_90":  # recorded on sm_90 only: elsewhere the plain data-parallel grid
         return False
@@ -1063,7 +1084,7 @@ def cslt_segment_k(dtype: str, m_pad: int, n: int, k: int, spec: GPUSpec) -> boo
     if tiles > cap:
         frac = (tiles % cap) / cap
         return 0 < frac <= 0.5 and k >= (768 if fp16 else 5120)
-    return tiles <= 56 and k >= 1152 if fp16 else tiles <= 64 and k >= 13824
+    return tiles <= 56 and k >= 1152 if fp16 else tiles <= 64 and k >= 10240
 
 
 def _cslt_small_m(dtype: str, m_pad: int) -> bool:
@@ -1204,6 +1225,7 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
         eff = param(spec, "cusparselt.tc_eff" if searched else "cusparselt.default_tc_eff")
         if not searched:
             common.update(max_ctas=cslt_default_max_ctas(op.dtype, spec), sk_min_steps=CUSPARSELT_SEGMENT_MIN_STEPS,
+                          sk_kernel_shares=CUSPARSELT_SEGMENT_KERNEL_SHARES,
                           sk_fixup_s=param(spec, "cusparselt.segment_fixup_s"))
         if small and not searched:
             common["hbm_frac"] = param(spec, f"cusparselt.{op.dtype}_small_m_hbm_frac")

@@ -32,7 +32,15 @@ from scipy.optimize import least_squares
 import hwmodels
 from hwmodels import gpu as model
 from hwmodels.spec import SPEC_DIR, GPUSpec
-from simsparse.validate import DATA_DIR, UNSEEN_CAMPAIGNS, Case, Dataset, load, predict_case
+from simsparse.validate import (
+    DATA_DIR,
+    HELD_FROM_FIT,
+    UNSEEN_CAMPAIGNS,
+    Case,
+    Dataset,
+    load,
+    predict_case,
+)
 
 # family → (cases selector, free parameters)
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -143,8 +151,9 @@ def calibrate(data: str | Path | None = None, hardware: str = "h200", write: boo
         raise ValueError(f"hardware: {hardware!r} is a {spec.hw_class} spec; allowed: a GPU spec")
     data = Path(data) if data else DATA_DIR / hardware
     ds = load(data)
-    # the fit half of every campaign but the unseen checks (validate.UNSEEN_CAMPAIGNS)
-    fit = [c for c in ds.cases if c.half == "fit" and not any(u in c.source for u in UNSEEN_CAMPAIGNS)]
+    # the fit half of every campaign but the unseen checks and the probes held from the fit
+    # (validate.UNSEEN_CAMPAIGNS, validate.HELD_FROM_FIT)
+    fit = [c for c in ds.cases if c.half == "fit" and not any(u in c.source for u in UNSEEN_CAMPAIGNS + HELD_FROM_FIT)]
     if not fit:
         raise ValueError(f"data: no usable fit-half rows in {data}")
     files = ", ".join(sorted({c.source for c in fit}))

@@ -57,6 +57,12 @@ SIGN_MARGIN = 0.05
 # measured signs themselves reproduce: 99.7 % of 3,326 pairs, 90.7 % of its near-ties)
 UNSEEN_CAMPAIGNS = ("h200-newshapes3-20261123", "h200-newshapes4-20261123", "h200-newshapes4-repeat-20261124",
                     "h200-newshapes5-20261124", "h200-newshapes6-20261124")
+# fit-half probes that `calibrate` leaves out until the model covers their regime. The narrow-layer
+# probe (N 512-2560, K >= 10240) showed the default 2:4 plan's K-share count, which the model does
+# not derive yet: fitted on now, it drags global parameters (cuBLAS's) to compensate (held-out sign
+# 95.2 -> 94.9 %). Its rows are still validated (fit-half column) and it taught the rules it did
+# (cslt_segment_k's bf16 threshold, the second launch above 8 shares).
+HELD_FROM_FIT = ("h200-probe-narrow-20261124",)
 # a row whose median is this much over its minimum had a host stall inside the timed events
 HOST_STALL_RATIO = 1.5
 

@@ -631,3 +631,24 @@ def test_fa2_decode_runs_its_split_kv_kernel():
     p = gpu.tile_problem(many, "flash_attention", spec, "sdpa_flash")
     _, allowed, rows = gpu.tile_time_vec([p], spec)
     assert {(int(r[1]), int(r[4])) for r in rows[allowed]} == {(128, 1)}
+
+
+def test_segment_k_with_many_shares_reduces_in_a_second_launch():
+    """cuSPARSELt's default plan: with more than 8 K segments per tile a second launch of the
+    kernel sums the fp32 partials. Its cost is one launch, the plan's fix-up constant and every
+    share's partial tile (8 bytes per element: written, read back) at the HBM rate, not a serial
+    fix-up per share. And bf16 splits K from 10240 on a one-wave grid (not from 8192)."""
+    spec = hwmodels.load("h200")
+    r = gpu.machine_rates(spec)
+    op = Op.gemm(16, 512, 12288, dtype="fp16", weight=NM(2, 4))
+    p = gpu.tile_problem(op, "cusparselt", spec, "cslt_sparse_mm")
+    assert p.decomp == "stream_k" and p.sk_kernel_shares == gpu.CUSPARSELT_SEGMENT_KERNEL_SHARES == 8
+    tm, tn = gpu.CUSPARSELT_DEFAULT_TILES[0]
+    out = gpu.tile_time_scalar(p, r, tm, tn, 64, gpu.STREAM_K, 4)
+    tiles = -(-16 // tm) * (gpu.cslt_segment_n("fp16", 512, spec) // tn)
+    ctas = min(gpu.cslt_default_max_ctas("fp16", spec), tiles * (12288 // 64) // gpu.CUSPARSELT_SEGMENT_MIN_STEPS)
+    assert ctas / tiles > 8
+    want = 8.0 * tm * tn * ctas / r.hbm_bw + r.mem_latency_s + r.launch_s + p.sk_fixup_s
+    assert out["reduce_s"] == pytest.approx(want, rel=1e-9)
+    assert gpu.cslt_segment_k("bf16", 16, 512, 10240, spec)
+    assert not gpu.cslt_segment_k("bf16", 16, 512, 8192, spec)
