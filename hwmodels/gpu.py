@@ -389,6 +389,11 @@ def simt_smem_reads(tm, tn):
     return tm * tn * (rm + rn) / (rm * rn)
 
 
+def _is_simt(p: TileProblem) -> bool:
+    """Whether `p` runs cuBLAS's SIMT GEMM tiles (fp32 without Tensor Cores, M > 1)."""
+    return p.tile_family[0] == "simt" and not p.tile_family[1]
+
+
 TILE_K_BYTES = {"sm_90": 128, "sm_80": 64, "sm_75": 64, "sm_70": 64}
 MAX_STAGES = {"sm_90": 7, "sm_80": 5, "sm_75": 2, "sm_70": 2}
 SPLIT_K = (1, 2, 4, 8, 16)
@@ -613,8 +618,9 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
     # cycles of one k-step: MMA issue, smem operand delivery, SFU (overlapped) + serial decode
     stage_bytes = (p.a_per_step * tm + p.w_tile_frac * tn) * tk * p.elem_bytes
     mma = p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk
+    simt = _is_simt(p)
     feed = stage_bytes
-    if p.tile_family[0] == "simt" and not p.tile_family[1]:  # CUDA-core FMAs read operands from smem
+    if simt:  # CUDA-core FMAs read operands from smem
         feed = max(feed, float(simt_smem_reads(tm, tn)) * tk * p.elem_bytes)
     smem = feed / p.feed_bytes_per_clk
     sfu = p.sfu_per_mk * tm * tk
@@ -645,8 +651,6 @@ def tile_time_scalar(p: TileProblem, r: MachineRates, tm: int, tn: int, tk: int,
         hbm += max(0.0, min(l2_total, reads) - operands)
     hbm_per_cta = hbm / ctas
     inflight_bw = stages * max(stage_bytes, 1.0) / r.mem_latency_s  # Little's law, one CTA
-
-    simt = p.tile_family[0] == "simt" and not p.tile_family[1]
 
     def wave(n_ctas: int) -> tuple[float, float]:
         per_sm = math.ceil(n_ctas / r.sm_count)
@@ -788,8 +792,9 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     a_step = p.a_per_step * tm * tk * eb
     w_step = tn * tk * eb
     stage_bytes = a_step + p.w_tile_frac * w_step
+    simt = _is_simt(p)
     feed = stage_bytes
-    if p.tile_family[0] == "simt" and not p.tile_family[1]:  # CUDA-core FMAs read operands from smem
+    if simt:  # CUDA-core FMAs read operands from smem
         feed = np.maximum(feed, simt_smem_reads(tm, tn) * tk * eb)
     step = np.maximum(np.maximum(p.flop_mult * 2 * tm * tn * tk / p.peak_per_clk, feed / p.feed_bytes_per_clk),
                       p.sfu_per_mk * tm * tk) + p.serial_per_step + p.serial_per_mk * tm * tk
@@ -799,7 +804,6 @@ def _grid_one(p: TileProblem, spec: GPUSpec, r: MachineRates) -> _Grid:
     slots = np.minimum(r.sm_count * occ, p.max_ctas) if p.max_ctas else r.sm_count * occ
     split = s > 1
     sk = s == STREAM_K
-    simt = p.tile_family[0] == "simt" and not p.tile_family[1]
     return _Grid(which=np.zeros(len(cfg), dtype=np.int64), cfg=cfg, tm=tm, tn=tn, tk=tk, s=s,
                  s_div=np.where(sk, 1.0, s), sk=sk, s_is1=~split | bool(p.fixed_split),
                  hbm_scale=np.full(len(cfg), 1.0 / p.hbm_frac),
@@ -850,6 +854,12 @@ def _max_tile(arch: str, family: str) -> tuple[int, int]:
     return max(a for a, _ in mn), max(b for _, b in mn)
 
 
+def _needs_split(problems: list[TileProblem], spec: GPUSpec) -> bool:
+    """Whether split-K rows are priced: only when the coarsest tile grid leaves SMs idle, or the
+    library fixes a split itself."""
+    return any(_min_tiles(p, spec) <= spec.sm_count or p.fixed_split > 1 for p in problems)
+
+
 def tile_time_vec(problems: list[TileProblem], spec: GPUSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`tile_time_scalar`'s t_s for every candidate of `problems` in one numpy pass.
 
@@ -858,8 +868,7 @@ def tile_time_vec(problems: list[TileProblem], spec: GPUSpec) -> tuple[np.ndarra
     and every slice keeps a k-step); t_s is priced for every row regardless.
     """
     r = machine_rates(spec)
-    # split-K rows can only be allowed when the coarsest tile grid leaves SMs idle
-    split = any(_min_tiles(p, spec) <= r.sm_count or p.fixed_split > 1 for p in problems)
+    split = _needs_split(problems, spec)
     g = _grid(problems, spec, r, split)
     dyn = [_dyn(p, r) for p in problems]
     if len(problems) == 1:
@@ -1171,7 +1180,7 @@ def tile_problem_reference(op: Op, kernel: str, spec: GPUSpec, variant: str | No
     if kernel == "cublas":
         tc = spec.tc_flops_per_clk_per_sm.get(op.dtype, 0) > 0
         eff = param(spec, "cublas.tc_eff") if tc else param(spec, "cublas.simt_eff")
-        if not tc:  # CUDA-core (SIMT) sgemm: tiles of >= 64 tokens; one token runs a GEMV kernel
+        if not tc:  # CUDA-core (SIMT) sgemm: SIMT_TILES from 32 tokens; one token runs a GEMV kernel
             common["tile_family"] = ("simt", int(op.m == 1), 0)
         # cuBLAS's Hopper kernels (nvjet_sm90_*) are persistent: every recorded grid <= SMs (probe)
         persistent = arch_of(spec) == "sm_90" and tc
@@ -1622,8 +1631,7 @@ def evaluate_many(ops: list[Op], spec: GPUSpec, kernels: tuple[str, ...], varian
         if op.meta.get("expert_tokens") or (id(spec), op, None, kernels, variant) in _MEMO:
             continue
         problems = [tile_problem(op, kern, spec, variant) for kern in kernels]
-        # split-K rows only where `tile_time_vec` would price them (a grid that leaves SMs idle)
-        split = any(_min_tiles(p, spec) <= spec.sm_count or p.fixed_split > 1 for p in problems)
+        split = _needs_split(problems, spec)  # split-K rows only where `tile_time_vec` prices them
         groups.setdefault((tuple(p.static_key() for p in problems), split), []).append((op, problems))
     for (_, split), members in groups.items():
         if len(members) == 1:

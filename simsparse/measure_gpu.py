@@ -323,22 +323,20 @@ PROBE_LLM_SHAPES = _EARLIER_LLM + [
     if _fit_half(n, k) and (n, k) not in {s[2:] for s in _EARLIER_LLM}]
 PROBE_CONV_SHAPES = [(mdl, lyr, n, k) for mdl, lyr, n, k in RESNET_SHAPES + NEW_CONV_SHAPES
                      + NEW2_CONV_SHAPES if _fit_half(n, k)]
-# a second probe (session 4): narrow layers with a long K (N 512-2560, K 10240-32768), where the
-# default 2:4 plan's segment-K split decides; fit half only, no shape an earlier set has
-_SEEN = {s[2:] for s in (LLM_SHAPES + RESNET_SHAPES + NEW_LLM_SHAPES + NEW_CONV_SHAPES + NEW2_LLM_SHAPES
-                         + NEW2_CONV_SHAPES + NEW3_LLM_SHAPES + NEW3_CONV_SHAPES + NEW4_LLM_SHAPES
-                         + NEW4_CONV_SHAPES + NEW5_LLM_SHAPES + NEW5_CONV_SHAPES + NEW6_LLM_SHAPES
-                         + NEW6_CONV_SHAPES + PROBE_LLM_SHAPES + PROBE_CONV_SHAPES)}
-PROBE2_LLM_SHAPES = [("probe-narrow-long-k", f"{n}x{k}", n, k)
-                     for n in (512, 768, 1024, 1280, 1536, 2048, 2560)
-                     for k in (10240, 12288, 14336, 16384, 20480, 24576, 32768)
-                     if _fit_half(n, k) and (n, k) not in _SEEN]
 SHAPE_SETS = {"main": (LLM_SHAPES, RESNET_SHAPES), "new": (NEW_LLM_SHAPES, NEW_CONV_SHAPES),
               "new2": (NEW2_LLM_SHAPES, NEW2_CONV_SHAPES),
               "probe": (PROBE_LLM_SHAPES, PROBE_CONV_SHAPES), "new3": (NEW3_LLM_SHAPES, NEW3_CONV_SHAPES),
               "new4": (NEW4_LLM_SHAPES, NEW4_CONV_SHAPES),
               "new5": (NEW5_LLM_SHAPES, NEW5_CONV_SHAPES),
-              "new6": (NEW6_LLM_SHAPES, NEW6_CONV_SHAPES), "probe2": (PROBE2_LLM_SHAPES, [])}
+              "new6": (NEW6_LLM_SHAPES, NEW6_CONV_SHAPES)}
+# a second probe (session 4): narrow layers with a long K (N 512-2560, K 10240-32768), where the
+# default 2:4 plan's segment-K split decides; fit half only, no shape an earlier set has
+_SEEN = {s[2:] for llm, conv in SHAPE_SETS.values() for s in llm + conv}
+SHAPE_SETS["probe2"] = ([("probe-narrow-long-k", f"{n}x{k}", n, k)
+                         for n in (512, 768, 1024, 1280, 1536, 2048, 2560)
+                         for k in (10240, 12288, 14336, 16384, 20480, 24576, 32768)
+                         if _fit_half(n, k) and (n, k) not in _SEEN], [])
+PROBE2_LLM_SHAPES = SHAPE_SETS["probe2"][0]
 
 QUICK_LLM = [("llama-2-7b/opt-6.7b", "attn_qkvo", 4096, 4096),
              ("opt-125m/bert-base", "fc2", 768, 3072)]
