@@ -203,6 +203,9 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
             # (mb of the row's M pixels) is not contiguous with the previous nonzero's, so it opens a new
             # L2 stream and waits one L2 load-to-use latency (0 = not modelled; a spec calibrates it)
             "c_xseg": 0.0,
+            # cycles of one accumulator update's dependency chain (load, multiply-add, store, forwarded
+            # to the next update of the row): the floor per stored weight and pixel block (0 = off)
+            "c_chain": 0.0,
         }
     if family == "cpu_bitmap":
         # load + test per byte; shift/test/branch per bit; c_miss: cycles per mispredicted branch
@@ -503,7 +506,16 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # repeats the call on the same weights, every call): a predictor that keeps the sequence of
         # one scan learns it; the share it keeps falls off with the scan's length (branch_learned)
         learned = branch_learned(spec, mapping, n * math.ceil(k / 8) * miss_per_byte, n_blk)
-        scan += math.ceil(k / 8) * q.get("c_miss", 0.0) * miss_per_byte * (1.0 - learned)
+        c_miss = q.get("c_miss", 0.0)
+        # a mispredict stalls the front end for ``c_miss`` cycles, but where the previous bit was set
+        # the back end still has that bit's axpy (one pixel block's worth: axpy / n_blk cycles) queued
+        # and keeps executing it through the refill: that share of the penalty is hidden. The
+        # previous test of a bit test is its neighbour in the byte (set with probability q_bit); of a
+        # zero-byte test, the last bit of the byte before (set with probability d)
+        hide = min(1.0, axpy / n_blk / c_miss) if c_miss > 0 else 0.0
+        exposed = min(busy, 1.0 - busy) * (1.0 - d * hide) \
+            + busy * 8 * min(q_bit, 1.0 - q_bit) * (1.0 - q_bit * hide)
+        scan += math.ceil(k / 8) * c_miss * exposed * (1.0 - learned)
         cycles = n_blk * (n * (c_row + scan) + stored * c_nnz) + stored * axpy + 2 * n * out_pass
     elif kernel == "cpu_bsr":
         q = params(spec, "cpu_bsr")
@@ -521,6 +533,15 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         cycles = n_blk * (n * c_row + stored * c_nnz / 2) + stored * axpy + n * out_pass
     else:  # xnn_spmm
         cycles = n_blk * (n * c_row + stored * c_nnz) + stored * axpy + n * out_pass
+    if family == "numba" and p.get("c_chain", 0.0) > 0:
+        # each stored weight's axpy loads, updates and stores its output row's accumulator, so the
+        # next update of that row waits for it: store-to-load forwarding + multiply-add latency,
+        # ``c_chain`` cycles per update. Updates of other rows between two of one row's (the bh rows of
+        # a block, interleaved) run in parallel. A short axpy (few pixels: an LLM SpMM at 16 tokens
+        # is one vector) leaves the chain as the bound; a long one hides it
+        interleave = bh if kernel == "cpu_bsr" else 1
+        per_update = c_nnz + axpy / n_blk
+        cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
     if family == "numba" and n_blk > 1:
         # split pixels: X[k, block] is mb of the M floats of row k, so consecutive nonzeros' segments
         # are M floats apart (one block: rows back to back, one ascending stream); every X segment an

@@ -56,7 +56,7 @@ FREE_PARAMS = (
     "cpu_bitmap.c_byte", "cpu_bitmap.c_bit", "cpu_nm.c_grp",
     "gemm.eff", "gemm.c_pack", "gemm.t_call_s", "cpu_act_gemv.c_scan", "dram_eff", "stream_eff",
     "dram_run_s", "cpu_bitmap.c_miss", "x_seg_s", "l3_keep_bytes", "cpu_bitmap.bp_keep",
-    "gemv_stream_eff", "numba.c_xseg",
+    "gemv_stream_eff", "numba.c_xseg", "numba.c_chain",
 )
 # Terms the data cannot tell apart from the free ones: with them free the fit drives each to
 # ~0 (the numba call and the BSR block setup are below the noise; DRAM traffic adds to the
@@ -104,11 +104,13 @@ BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2
           "x_seg_s": (1e-10, 3e-7),
           # a new L2 stream's wait: up to a load-to-use latency (Zen 4: L2 ~14 cycles, L3 ~50)
           "numba.c_xseg": (1e-3, 60.0),
+          # store-to-load forwarding (Zen 4: ~7 cycles) + FMA latency (4): a chain of ~8-30 cycles
+          "numba.c_chain": (1.0, 40.0),
           # L3 kept between calls of a rotation: at most the whole 32 MiB L3, at least a few MiB
           "l3_keep_bytes": (1e6, 33554432.0),
           # hard branch outcomes a history predictor keeps (its tables: thousands to tens of thousands of entries)
           "cpu_bitmap.bp_keep": (1e3, 1e6)}
-START = {"dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_bytes": 16e6, "cpu_bitmap.c_miss": 12.0,
+START = {"numba.c_chain": 12.0, "dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_bytes": 16e6, "cpu_bitmap.c_miss": 12.0,
          "cpu_bitmap.bp_keep": 2e4}
 TOP_LEVEL = ("dram_eff", "stream_eff", "gemv_stream_eff", "mem_overlap", "dram_run_s", "x_seg_s", "x_seg_lines",
              "x_seg_first_block_only", "l3_keep_bytes", "l3_keep_hill")  # spec.efficiency keys without a family prefix
@@ -124,6 +126,15 @@ LOADED_CAMPAIGNS = ("kernels-20261123T184506Z",)
 # campaigns measured as unseen checks of a finished fit (6: of the seventh, 7: --cold, of the
 # seventh): never fitted on, whichever files are passed; their two halves are only reported
 UNSEEN_CAMPAIGNS = ("kernels-20261123T231041Z", "kernels-20261123T233630Z")
+# Machine-state parameters (``state=True``): how much of the shared L3 this VM keeps between two uses
+# of a rotated operand set, and its share of DRAM bandwidth, move with the host's other tenants from
+# one session to the next (validation/data/cpu-host/README.md, campaigns 9 and 10). Each campaign then
+# gets its own values, fitted on its own fit-half rows together with the global cycle costs, and its
+# held-out rows are predicted with them; a campaign outside the global fit (unseen, loaded) gets its
+# state from its fit-half rows with the global costs frozen. The spec stores every campaign's state
+# under "<param>@<campaign>" keys (the model reads only the plain keys, which hold the newest
+# campaign's state: the machine as last measured).
+STATE_PARAMS = ("l3_keep_bytes", "dram_eff")
 
 
 def pass_diff(row: dict[str, Any]) -> float:
@@ -164,21 +175,43 @@ def row_mapping(row: dict[str, Any]):
                                                            "distinct_masks": bool(row.get("distinct_masks"))})
 
 
-def predict(rows: list[dict[str, Any]], spec) -> np.ndarray:
-    """Model time (s) of every row on `spec`."""
+def predict(rows: list[dict[str, Any]], spec, states: dict[str, dict[str, float]] | None = None) -> np.ndarray:
+    """Model time (s) of every row on `spec`; with `states` (campaign -> machine-state values) each
+    row on the state of its own campaign (absent: the spec's own)."""
     import hwmodels.cpu as cpu
 
-    return np.array([cpu.cost(op, mp, spec).t_s for op, mp in _ops(rows)])
+    if not states:
+        return np.array([cpu.cost(op, mp, spec).t_s for op, mp in _ops(rows)])
+    out = np.empty(len(rows))
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.get("campaign", ""), []).append(i)
+    for camp, idx in groups.items():
+        sub_spec = _with(spec, states[camp]) if camp in states else spec
+        out[idx] = predict([rows[i] for i in idx], sub_spec)
+    return out
+
+
+def states_of(spec) -> dict[str, dict[str, float]]:
+    """Per-campaign machine states stored in a spec's efficiency table ("<param>@<campaign>" keys)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, val in spec.efficiency.items():
+        name, sep, camp = key.partition("@")
+        if sep:
+            out.setdefault(camp, {})[name] = val
+    return out
 
 
 def _ops(rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
     key = tuple(id(r) for r in rows)  # the row dicts outlive the lists that hold them
-    if _OPS_CACHE.get("key") != key:
-        _OPS_CACHE.update(key=key, ops=[(row_op(r), row_mapping(r)) for r in rows])
-    return _OPS_CACHE["ops"]
+    if key not in _OPS_CACHE:
+        if len(_OPS_CACHE) >= 64:
+            _OPS_CACHE.pop(next(iter(_OPS_CACHE)))
+        _OPS_CACHE[key] = [(row_op(r), row_mapping(r)) for r in rows]
+    return _OPS_CACHE[key]
 
 
-_OPS_CACHE: dict[str, Any] = {}
+_OPS_CACHE: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
 
 
 @dataclass
@@ -237,39 +270,67 @@ def _with(spec, values: dict[str, float]):
     return spec.model_copy(update={"efficiency": eff})
 
 
-def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS) -> dict[str, float]:
-    """Least-squares fit of `params` on log(predicted / measured) over `rows`."""
+def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS,
+        state_params: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Least-squares fit of `params` on log(predicted / measured) over `rows`; each of
+    `state_params` is fitted once per campaign of `rows` (returned as campaign -> values)."""
     from scipy.optimize import least_squares
 
     import hwmodels.cpu as cpu
 
+    campaigns = sorted({r.get("campaign", "") for r in rows}) if state_params else []
+    names = list(params) + [f"{p}@{c}" for c in campaigns for p in state_params]
     start = []
-    for name in params:
-        fam, _, key = name.partition(".")
-        if name in TOP_LEVEL:
-            start.append(spec.efficiency.get(name, START.get(name, 1.0)))
+    for name in names:
+        base = name.partition("@")[0]
+        fam, _, key = base.partition(".")
+        if base in TOP_LEVEL:
+            start.append(spec.efficiency.get(base, START.get(base, 1.0)))
         else:
-            start.append(cpu.params(spec, fam)[key] or START.get(name, 1.0))
+            start.append(cpu.params(spec, fam)[key] or START.get(base, 1.0))
     start = np.maximum(np.array(start, dtype=float), 1e-9)
     meas = np.log(np.array([r["t_median_s"] for r in rows]))
     # log-space parameters keep every cycle cost positive; bounded ones are clipped inside
-    lo = np.log(np.array([BOUNDS.get(n, (1e-12, 1e12))[0] or 1e-12 for n in params]))
-    hi = np.log(np.array([BOUNDS.get(n, (1e-12, 1e12))[1] for n in params]))
+    bounds = [BOUNDS.get(n.partition("@")[0], (1e-12, 1e12)) for n in names]
+    lo = np.log(np.array([b[0] or 1e-12 for b in bounds]))
+    hi = np.log(np.array([b[1] for b in bounds]))
 
-    def values(z: np.ndarray) -> dict[str, float]:
-        return dict(zip(params, np.exp(np.clip(z, lo, hi)), strict=True))
+    def values(z: np.ndarray) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        v = dict(zip(names, np.exp(np.clip(z, lo, hi)), strict=True))
+        states: dict[str, dict[str, float]] = {}
+        for n in names[len(params):]:
+            p, _, c = n.partition("@")
+            states.setdefault(c, {})[p] = float(v[n])
+        return {n: float(v[n]) for n in params}, states
 
     def resid(z: np.ndarray) -> np.ndarray:
-        return np.log(predict(rows, _with(spec, values(z)))) - meas
+        g, states = values(z)
+        return np.log(predict(rows, _with(spec, g), states)) - meas
 
     z0 = np.clip(np.log(start), lo + 1e-6, hi - 1e-6)
     sol = least_squares(resid, z0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, max_nfev=400)
     return values(sol.x)
 
 
-def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality: bool = True) -> dict[str, Any]:
+def campaign_reports(rows: list[dict[str, Any]], spec, states: dict[str, dict[str, float]] | None = None
+                     ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per campaign and half (quality rule applied): n, MAPE, share within ±10 %."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for camp in sorted({r["campaign"] for r in rows}):
+        for half in ("fit", "validate"):
+            rr = [r for r in rows if r["campaign"] == camp and r["split"] == half and reproducible(r)]
+            if rr:
+                e = np.abs(errors(rr, predict(rr, spec, states)))
+                out.setdefault(camp, {})[half] = {"n": len(rr), "mape": float(e.mean()),
+                                                  "within": float((e <= TOLERANCE).mean())}
+    return out
+
+
+def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality: bool = True,
+              state: bool = False) -> dict[str, Any]:
     """Fit on the fit half (reproducible points only when `quality`), report on both halves with
-    the quality rule (``fit``, ``validate``) and without it (``fit_all``, ``validate_all``)."""
+    the quality rule (``fit``, ``validate``) and without it (``fit_all``, ``validate_all``).
+    `state`: the STATE_PARAMS are fitted per campaign (see there)."""
     import hwmodels
     from simsparse.measure_cpu import load_rows
 
@@ -278,25 +339,82 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
     base = base.model_copy(update={"efficiency": {k: v for k, v in base.efficiency.items()
                                                   if k.split(".")[0] not in ("numba", "cpu_bitmap", "cpu_bsr",
                                                                              "cpu_nm", "gemm", "cpu_act_gemv")
-                                                  and k not in TOP_LEVEL}})
+                                                  and k.partition("@")[0] not in TOP_LEVEL}})
     fit_all = [r for r in rows if r["split"] == "fit"]
     val_all = [r for r in rows if r["split"] == "validate"]
     fit_rows = [r for r in fit_all if r.get("campaign") not in UNSEEN_CAMPAIGNS]
     fit_rows = [r for r in fit_rows if reproducible(r)] if quality else fit_rows
     measured = {k: v for k, (v, _) in PRESET_PARAMS.items()}
     base = _with(base, {**FIXED_PARAMS, **measured})
-    values = {**fit(fit_rows, base), **FIXED_PARAMS, **measured}
+    state_params = STATE_PARAMS if state else ()
+    free = tuple(p for p in FREE_PARAMS if p not in state_params)
+    fitted, states = fit(fit_rows, base, free, state_params)
+    values = {**fitted, **FIXED_PARAMS, **measured}
     spec = _with(base, values)
+    if state:
+        # campaigns outside the global fit: their state from their own fit half, global costs frozen
+        for camp in sorted({r["campaign"] for r in rows} - set(states)):
+            own = [r for r in fit_all if r["campaign"] == camp and reproducible(r)]
+            if own:
+                states.update(fit(own, spec, (), state_params)[1])
+        newest = max(states)  # campaign stems sort by their UTC stamp
+        values.update(states[newest])
+        values.update({f"{p}@{c}": v for c, st in sorted(states.items()) for p, v in st.items()})
+        spec = _with(base, values)
     out = {"spec": spec_name, "files": sorted({r["campaign"] for r in rows}), "params": values,
            "quality_rule": (f"fit and validate on points whose two passes differ by <= {MAX_PASS_DIFF:.0%}, "
                             f"campaigns {', '.join(LOADED_CAMPAIGNS)} excluded (measured under load)"
                             if quality else "none"),
+           "state_params": list(state_params), "states": states,
            "n_fit": len(fit_rows), "n_validate": len(val_all)}
     for half, rr in (("fit", fit_all), ("validate", val_all)):
         good = [r for r in rr if reproducible(r)]
-        out[half] = report(good, predict(good, spec)).to_dict()  # with the quality rule
-        out[f"{half}_all"] = report(rr, predict(rr, spec)).to_dict()  # without it
+        out[half] = report(good, predict(good, spec, states)).to_dict()  # with the quality rule
+        out[f"{half}_all"] = report(rr, predict(rr, spec, states)).to_dict()  # without it
+    out["per_campaign"] = campaign_reports(rows, spec, states)
     return out
+
+
+def cross_validate(files: list[Path] | None = None, spec_name: str = "host", folds: int = 5,
+                   state: bool = False) -> dict[str, Any]:
+    """K-fold leave-shapes-out cross-validation on the reproducible fit half (held-out rows untouched):
+    the fit-half shapes (N, K) are dealt into `folds` groups by crc32; each group is predicted by a
+    fit on the others (with `state`, each campaign's state is refitted in every fold from its rows
+    in the other groups). How structural choices are made without looking at the held-out half."""
+    import zlib
+
+    import hwmodels
+    from simsparse.measure_cpu import load_rows
+
+    rows = [r for r in load_rows(files) if r["split"] == "fit" and r.get("campaign") not in UNSEEN_CAMPAIGNS
+            and reproducible(r)]
+    base = hwmodels.load(spec_name)
+    base = base.model_copy(update={"efficiency": {k: v for k, v in base.efficiency.items()
+                                                  if k.split(".")[0] not in ("numba", "cpu_bitmap", "cpu_bsr",
+                                                                             "cpu_nm", "gemm", "cpu_act_gemv")
+                                                  and k.partition("@")[0] not in TOP_LEVEL}})
+    base = _with(base, {**FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}})
+    state_params = STATE_PARAMS if state else ()
+    free = tuple(p for p in FREE_PARAMS if p not in state_params)
+    fold_of = {r["n"] * 100003 + r["k"]: zlib.crc32(f"cv{r['n']}x{r['k']}".encode()) % folds for r in rows}
+    err = np.full(len(rows), np.nan)
+    for f in range(folds):
+        test = [i for i, r in enumerate(rows) if fold_of[r["n"] * 100003 + r["k"]] == f]
+        train = [r for i, r in enumerate(rows) if fold_of[r["n"] * 100003 + r["k"]] != f]
+        if not test or not train:
+            continue
+        fitted, states = fit(train, base, free, state_params)
+        spec = _with(base, fitted)
+        sub = [rows[i] for i in test]
+        err[test] = errors(sub, predict(sub, spec, states))
+    ok = np.isfinite(err)
+    e = np.abs(err[ok])
+    per = {}
+    for camp in sorted({r["campaign"] for r in rows}):
+        ec = np.abs(err[[i for i, r in enumerate(rows) if r["campaign"] == camp and ok[i]]])
+        per[camp] = {"n": int(ec.size), "mape": float(ec.mean()), "within": float((ec <= TOLERANCE).mean())}
+    return {"folds": folds, "state": list(state_params), "n": int(e.size), "mape": float(e.mean()),
+            "within": float((e <= TOLERANCE).mean()), "per_campaign": per}
 
 
 SPEC_MARKER = "# --- calibrated cycle costs (simsparse.calibrate_cpu; do not edit by hand) ---"
@@ -315,6 +433,11 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
             src = f"fixed at {val:g}: not identifiable from the data (simsparse.calibrate_cpu.FIXED_PARAMS)"
         if name in PRESET_PARAMS:
             src = f"not fitted, {PRESET_PARAMS[name][1]} (simsparse.calibrate_cpu.PRESET_PARAMS)"
+        if "@" in name or (name in summary.get("state_params", ()) and summary.get("states")):
+            camp = name.partition("@")[2] or max(summary["states"])
+            src = (f"machine state of campaign {camp}, fitted on that campaign's fit-half rows "
+                   f"(simsparse.calibrate_cpu.STATE_PARAMS){'' if '@' in name else '; the newest campaign'}; "
+                   f"{calib_file}")
         lines.append(f"  {name}: {{value: {val:.6g}, source: \"{src}\"}}")
     spec_path.write_text(text + "\n".join(lines) + "\n")
 
@@ -326,8 +449,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default="host")
     ap.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     ap.add_argument("--write-spec", action="store_true", help="store the fitted values in hwmodels/specs/<spec>.yaml")
+    ap.add_argument("--state", action="store_true",
+                    help="fit the machine-state parameters (STATE_PARAMS) once per campaign")
+    ap.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="only K-fold leave-shapes-out cross-validation on the fit half (no fit written)")
     a = ap.parse_args(argv)
-    summary = calibrate(a.files or None, a.spec)
+    if a.cv:
+        print(json.dumps(cross_validate(a.files or None, a.spec, a.cv, a.state), indent=1))
+        return 0
+    summary = calibrate(a.files or None, a.spec, state=a.state)
     text = json.dumps(summary, indent=1, default=float)
     if a.out:
         a.out.write_text(text)
@@ -343,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in r["per_kernel"].items():
             print(f"   {k:15s} n={v['n']:3d} MAPE {v['mape'] * 100:5.1f} %  within {v['within_10pct'] * 100:5.1f} %",
                   file=sys.stderr)
+    for camp, halves in summary["per_campaign"].items():
+        print(f"{camp}: " + "  ".join(f"{h} n={v['n']} MAPE {v['mape'] * 100:.1f} % within {v['within'] * 100:.1f} %"
+                                      for h, v in halves.items()), file=sys.stderr)
     return 0 if math.isfinite(summary["validate"]["mape"]) else 1
 
 

@@ -302,7 +302,8 @@ def measure(
     = "cpu",
 ) -> None:
     """Time the package's kernels on this machine (JSON lines); extra options go to the harness
-    (cpu: --out DIR --quick --probe-only --core N --builds N --cold --regimes --new-layers; see
+    (cpu: --out DIR --quick --probe-only --core N --builds N --cold --tables T,... --shuffle SEED
+    --state-probe --regimes --new-layers; see
     `python -m simsparse.measure_cpu -h`)."""
     import importlib.util
 

@@ -81,6 +81,12 @@ REGIME_1X1 = [(768, 192, 784), (768, 256, 1568), (640, 160, 784), (320, 320, 784
 NEW_1X1 = [(240, 40, 784), (1152, 192, 49), (256, 32, 729), (464, 464, 49), (128, 512, 784),
            (40, 240, 784), (480, 80, 196), (80, 480, 196), (672, 112, 196), (112, 672, 196),
            (116, 116, 784), (232, 232, 196)]
+# more 1x1 layers no table above has (MobileNet v3-Large, GoogLeNet, DenseNet-121): measured after the
+# tenth fit as its unseen check; crc32 split: the first 8 fall in the fit half, the last 8 are held out
+NEW2_1X1 = [(16, 64, 12544), (160, 960, 49), (832, 256, 49), (96, 128, 3136), (224, 128, 3136), (512, 160, 196),
+            (528, 256, 196), (480, 112, 196),
+            (72, 24, 3136), (40, 120, 784), (120, 40, 784), (200, 80, 196), (80, 200, 196), (960, 160, 49),
+            (480, 192, 196), (256, 128, 3136)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -364,14 +370,28 @@ class Point:
     activation_density: float = 1.0
 
 
-def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False) -> list[Point]:
-    """Every point of the campaign (quick: a few shapes, for smoke tests; regimes: the REGIME_1X1
-    layers alone, new_layers: the NEW_1X1 layers alone; neither with LLM shapes)."""
+TABLES = {  # the layer tables a campaign can measure (--tables), by name
+    "networks": (("mobilenet_v1", MOBILENET_V1_1X1), ("mobilenet_v2", MOBILENET_V2_1X1), ("resnet50", RESNET50_1X1)),
+    "regimes": (("regimes", REGIME_1X1),),
+    "new_layers": (("new_layers", NEW_1X1),),
+    "new_layers2": (("new_layers2", NEW2_1X1),),
+}
+
+
+def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False,
+         tables: tuple[str, ...] | None = None) -> list[Point]:
+    """Every point of the campaign (quick: a few shapes, for smoke tests). `tables` names the
+    layer tables (TABLES; default: "networks", which also brings the LLM shapes); `regimes` /
+    `new_layers` are shorthands for the REGIME_1X1 / NEW_1X1 table alone."""
+    if tables is None:
+        tables = ("regimes",) if regimes else ("new_layers",) if new_layers else ("networks",)
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown or not tables:
+        raise ValueError(f"tables: got {', '.join(unknown) or 'none'}; allowed: {', '.join(TABLES)}")
     cnn: list[tuple[str, tuple[int, int, int]]] = []
-    tables = (("regimes", REGIME_1X1),) if regimes else (("new_layers", NEW_1X1),) if new_layers else (
-        ("mobilenet_v1", MOBILENET_V1_1X1), ("mobilenet_v2", MOBILENET_V2_1X1), ("resnet50", RESNET50_1X1))
-    for name, table in tables:
-        cnn += [(name, s) for s in table]
+    for t in tables:
+        for name, table in TABLES[t]:
+            cnn += [(name, s) for s in table]
     if quick:
         cnn = [cnn[2], cnn[8], cnn[13]]
     pts: list[Point] = []
@@ -395,7 +415,7 @@ def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False) -
         for nn, mm in NM_PATTERNS:
             if k % mm == 0:
                 pts.append(Point("cpu_nm", m, n, k, {"pattern": f"{nn}:{mm}"}, layer))
-    only_cnn = regimes or new_layers
+    only_cnn = "networks" not in tables
     llm_spmm = [] if only_cnn else LLM_SPMM[:1] if quick else LLM_SPMM
     for k, n, tokens in llm_spmm:
         pts.append(Point("cpu_dense_gemm", tokens, n, k, {"pattern": "dense"}, "llama-2"))
@@ -425,14 +445,15 @@ ROTATION_CAP = 32  # operand copies a point rotates over, at most (the default p
 COLD_ROTATION_CAP = 4096  # with --cold: enough copies that even the smallest layer's set is 2x the LLC
 
 
-def build(pt: Point, seed: int = 0, cold: bool = False) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
+def build(pt: Point, seed: int = 0, cold: bool = False,
+          copies: int | None = None) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
     """Operands for one point rotated over enough copies; returns (call(i), copies, facts).
 
     Default: at most ROTATION_CAP copies of one encoded weight (a small layer's whole rotation can
     then stay in the LLC, and a branchy kernel sees the same mask every call). ``cold``: copies up
     to twice the LLC whatever the layer's size, each copy a different mask of the same pattern
     (as the layers of a network are), so no call finds its operands cached or its branch
-    sequence learned from the call before."""
+    sequence learned from the call before. `copies` fixes the rotation (the state probe's sweep)."""
     cap = COLD_ROTATION_CAP if cold else ROTATION_CAP
     from mappers.cpu import numba_block
     from simsparse.core import formats as F
@@ -511,7 +532,8 @@ def build(pt: Point, seed: int = 0, cold: bool = False) -> tuple[Callable[[int],
         facts["nnz"] = int(np.count_nonzero(wd))
     ref = wd @ x
     set_bytes = x.nbytes + 4 * n * m + facts["weight_bytes"]
-    copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
+    if copies is None:
+        copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
     if cold and not dense:  # a different mask of the same pattern per copy (copy 0 is checked)
         encs = [enc] + [encode((spars.mask((n, k), seed + 1 + j) * rng.standard_normal((n, k))).astype(np.float32))
                         for j in range(copies - 1)]
@@ -545,7 +567,8 @@ def warm_up() -> None:
         fn(0)
 
 
-def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False) -> dict[str, Any]:
+def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
+                  copies: int | None = None) -> dict[str, Any]:
     """One point. With ``builds`` > 1 the operands are allocated afresh that many times and each
     allocation timed on its own; the row's times are those of the median allocation (where
     the pages of an operand land moves memory-bound kernels by 5-20 % on this VM; the
@@ -553,17 +576,17 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False)
     load0 = _read("/proc/loadavg")
     runs = []
     for _ in range(max(1, builds)):
-        fn, copies, facts = build(pt, seed, cold=cold)
-        runs.append((time_call(fn, copies), copies, facts))
+        fn, n_rot, facts = build(pt, seed, cold=cold, copies=copies)
+        runs.append((time_call(fn, n_rot), n_rot, facts))
         del fn
     runs.sort(key=lambda x: x[0]["t_median_s"])
-    r, copies, facts = runs[len(runs) // 2]
+    r, n_rot, facts = runs[len(runs) // 2]
     if builds > 1:
         r = {**r, "builds": len(runs), "t_builds_s": [x[0]["t_median_s"] for x in runs]}
     row = {"type": "point", "kernel": pt.kernel, "m": pt.m, "n": pt.n, "k": pt.k, "dtype": "fp32",
            "weight": pt.pattern, "activation_density": pt.activation_density, "layer": pt.layer,
            "mapping": {"kernel": pt.kernel, "tile": [facts.get("mb", 0), pt.n, pt.k], "threads": 1},
-           "split": split_of(pt.n, pt.k), "rotation_copies": copies, **facts, **r,
+           "split": split_of(pt.n, pt.k), "rotation_copies": n_rot, **facts, **r,
            "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"),
            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if facts["rel_err"] > 1e-4:
@@ -575,10 +598,36 @@ def _stamp() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+# The machine-state probe (--state-probe): two fit-half layers timed over a fixed sweep of rotation
+# copies at the start and at the end of a campaign. How much of a rotation this VM's share of the
+# shared L3 keeps, and how fast its share of DRAM streams, drift with the host's other tenants from
+# one session to the next (validation/data/cpu-host/README.md, campaign 9): the sweep records the
+# state the campaign was measured in. Its rows are kept apart (split "state", type "state").
+STATE_PROBE = (Point("cpu_csr", 784, 32, 144, {"pattern": "unstructured", "density": 0.2}, "state"),
+               Point("cpu_csr", 49, 320, 960, {"pattern": "unstructured", "density": 0.1}, "state"))
+STATE_COPIES = (2, 4, 8, 16, 32, 64, 128)
+
+
+def state_probe(when: str) -> list[dict[str, Any]]:
+    """One pass of the state probe: every STATE_PROBE layer at every STATE_COPIES rotation."""
+    out = []
+    for pt in STATE_PROBE:
+        for c in STATE_COPIES:
+            row = measure_point(pt, copies=c)
+            out.append({**row, "type": "state", "split": "state", "state_when": when})
+    return out
+
+
 def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
         log: Callable[[str], None] = print, builds: int = 1, cold: bool = False, regimes: bool = False,
-        new_layers: bool = False) -> Path:
-    """The whole campaign → one new JSON-lines file under out_dir (append-only history)."""
+        new_layers: bool = False, tables: tuple[str, ...] | None = None, shuffle: int | None = None,
+        with_state: bool = False) -> Path:
+    """The whole campaign → one new JSON-lines file under out_dir (append-only history).
+
+    `shuffle` = a seed: the points are measured in that seeded random order (fit and held-out
+    shapes, and the tables, interleaved in time, so that a drift of the machine hits both halves
+    alike); the second pass runs in the reverse order. `with_state`: the state probe before the
+    first and after the second pass."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blas = pin(core)
     path = out_dir / f"kernels-{_stamp()}{'-quick' if quick else ''}.jsonl"
@@ -586,11 +635,24 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     warm_up()
     pr = probe(out_dir, quick=quick)
     ident = machine_identity(blas)
-    pts = grid(quick, regimes, new_layers)
+    pts = grid(quick, regimes, new_layers, tables)
+    if shuffle is not None:
+        order = np.random.default_rng(shuffle).permutation(len(pts))
+        pts = [pts[i] for i in order]
     with path.open("w") as f:
         f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
                             "threads": 1, "core": core, "builds": builds, "cold": cold,
-                            "regimes": regimes, "new_layers": new_layers}) + "\n")
+                            "regimes": regimes, "new_layers": new_layers, "tables": list(tables or ()),
+                            "shuffle": shuffle, "state_probe": with_state}) + "\n")
+
+        def state(when: str) -> None:
+            if with_state:
+                for row in state_probe(when):
+                    f.write(json.dumps(row) + "\n")
+                f.flush()
+                log(f"state probe ({when}) done")
+
+        state("start")
         rows = []
         for i, pt in enumerate(pts):
             if time.perf_counter() - t_start > budget_s:
@@ -619,6 +681,7 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
                     "loadavg_second": new["loadavg_before"]}
             f.write(json.dumps({**keep, "type": "remeasure"}) + "\n")
             f.flush()
+        state("end")
         f.write(json.dumps({"type": "end", "wall_s": time.perf_counter() - t_start,
                             "loadavg": _read("/proc/loadavg")}) + "\n")
     log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
@@ -662,6 +725,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure the REGIME_1X1 layers only (shapes no network table has)")
     ap.add_argument("--new-layers", action="store_true",
                     help="measure the NEW_1X1 layers only (other networks' 1x1 convolutions)")
+    ap.add_argument("--tables", default=None,
+                    help=f"comma-separated layer tables to measure (allowed: {', '.join(TABLES)}; default: networks)")
+    ap.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                    help="measure the points in this seeded random order (halves and tables interleaved in time)")
+    ap.add_argument("--state-probe", action="store_true",
+                    help="time the machine-state probe (rotation sweep of two layers) at the start and the end")
     ap.add_argument("--cold", action="store_true",
                     help="rotate over copies worth 2x the LLC for every layer, each with its own mask "
                          "(no cached operands, no learned branch sequence between calls)")
@@ -670,8 +739,13 @@ def main(argv: list[str] | None = None) -> int:
         pin(a.core)
         print(json.dumps(probe(a.out, quick=a.quick), indent=1))
         return 0
+    tables = tuple(t.strip() for t in a.tables.split(",") if t.strip()) if a.tables else None
+    if tables is not None:
+        bad = [t for t in tables if t not in TABLES]
+        if bad or not tables:
+            ap.error(f"--tables: got {a.tables!r}; allowed: {', '.join(TABLES)} (comma-separated)")
     run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold, regimes=a.regimes,
-        new_layers=a.new_layers)
+        new_layers=a.new_layers, tables=tables, shuffle=a.shuffle, with_state=a.state_probe)
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import hwmodels
-from simsparse.calibrate_cpu import TOLERANCE, predict, report, reproducible
+from simsparse.calibrate_cpu import TOLERANCE, predict, report, reproducible, states_of
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
 # Ninth fit (calibration-20261124T011744Z, campaigns 2-5 and 8 fit half) over the held-out rows of all
@@ -51,14 +51,16 @@ def held_out_all():
     if not files:
         pytest.skip("no host measurements checked in")
     rows = [r for r in load_rows(files) if r["split"] == "validate"]
-    pred = predict(rows, hwmodels.load("host"))
+    spec = hwmodels.load("host")
+    pred = predict(rows, spec, states_of(spec))  # each campaign on its own machine state
     return rows, pred, report(rows, pred)
 
 
 @pytest.fixture(scope="module")
 def held_out(held_out_all):
     rows = [r for r in held_out_all[0] if reproducible(r)]
-    pred = predict(rows, hwmodels.load("host"))
+    spec = hwmodels.load("host")
+    pred = predict(rows, spec, states_of(spec))
     return rows, pred, report(rows, pred)
 
 

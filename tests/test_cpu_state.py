@@ -1,0 +1,95 @@
+"""Machine state per campaign (simsparse.calibrate_cpu.STATE_PARAMS) and the campaign options of the
+CPU harness (--tables, --shuffle, --state-probe), each against a hand-computed expectation."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+
+import hwmodels
+from simsparse import measure_cpu
+from simsparse.calibrate_cpu import predict, states_of
+
+MiB = 2**20
+
+
+def _row(campaign: str, copies: int = 1) -> dict:
+    # a DRAM-heavy point: 784 px x 32 out x 144 in, CSR at density 0.2, rotated over `copies`
+    return {"kernel": "cpu_csr", "m": 784, "n": 32, "k": 144, "dtype": "fp32",
+            "weight": {"pattern": "unstructured", "density": 0.2}, "activation_density": 1.0,
+            "mapping": {"kernel": "cpu_csr", "tile": [784, 32, 144], "threads": 1},
+            "rotation_copies": copies, "campaign": campaign, "t_median_s": 1e-4}
+
+
+def _bare(**eff: float):
+    return hwmodels.load("host").replace(efficiency=dict(eff))
+
+
+def test_states_are_read_from_campaign_keys():
+    spec = _bare(dram_eff=0.5, **{"dram_eff@kernels-a": 0.25, "l3_keep_bytes@kernels-a": 8.0 * MiB,
+                                  "dram_eff@kernels-b": 1.0})
+    assert states_of(spec) == {"kernels-a": {"dram_eff": 0.25, "l3_keep_bytes": 8.0 * MiB},
+                               "kernels-b": {"dram_eff": 1.0}}
+    assert states_of(_bare(dram_eff=0.5)) == {}
+
+
+def test_each_row_is_priced_on_its_campaigns_state():
+    spec = _bare(dram_eff=0.5, mem_overlap=0.0)  # DRAM time adds to the core's (no overlap)
+    states = {"kernels-slow": {"dram_eff": 0.25}, "kernels-fast": {"dram_eff": 1.0}}
+    rows = [_row("kernels-slow"), _row("kernels-fast"), _row("kernels-other")]
+    t = predict(rows, spec, states)
+    # a campaign without a stored state is priced on the spec's own keys
+    assert t[2] == pytest.approx(predict([rows[2]], spec)[0], rel=1e-12)
+    # the same row on each state equals the spec with that state's values put in
+    for i, camp in enumerate(("kernels-slow", "kernels-fast")):
+        assert t[i] == pytest.approx(predict([rows[i]], _bare(dram_eff=states[camp]["dram_eff"], mem_overlap=0.0))[0], rel=1e-12)
+    # a quarter of the DRAM share instead of all of it: the DRAM part takes 4x as long, so the slow
+    # campaign's time exceeds the fast one's by 3x the fast one's DRAM seconds (sum of core and DRAM)
+    import hwmodels.cpu as cpu
+    from simsparse.calibrate_cpu import row_mapping, row_op
+
+    d_fast = cpu.cost(row_op(rows[1]), row_mapping(rows[1]), _bare(dram_eff=1.0, mem_overlap=0.0)).breakdown_s["dram"]
+    assert t[0] - t[1] == pytest.approx(3 * d_fast, rel=1e-9)
+
+
+def test_a_campaigns_l3_state_moves_the_cliff():
+    # rotation of 32 copies: a campaign whose L3 keeps 4x the footprint finds most of the operands
+    # warm, one that keeps a quarter of it finds them cold; the warm one is faster
+    spec = _bare(dram_eff=0.5, l3_keep_hill=3.0)
+    rows = [_row("kernels-big", copies=32), _row("kernels-small", copies=32)]
+    t = predict(rows, spec, {"kernels-big": {"l3_keep_bytes": 256.0 * MiB},
+                             "kernels-small": {"l3_keep_bytes": 1.0 * MiB}})
+    assert t[0] < t[1]
+
+
+def test_tables_select_layers_and_reject_unknown_names():
+    one = measure_cpu.grid(tables=("regimes",))
+    assert one == measure_cpu.grid(regimes=True)
+    both = measure_cpu.grid(tables=("regimes", "new_layers"))
+    assert len(both) == len(one) + len(measure_cpu.grid(new_layers=True))
+    layers = {(p.k, p.n, p.m) for p in both}
+    assert layers == set(measure_cpu.REGIME_1X1) | set(measure_cpu.NEW_1X1)
+    assert not any(p.layer.startswith("llama") for p in both)  # LLM shapes come with "networks" only
+    assert any(p.layer.startswith("llama") for p in measure_cpu.grid(tables=("networks",)))
+    # no table repeats a shape (N, K) of another: the fit / held-out split is by shape
+    seen: dict[tuple[int, int], str] = {}
+    for name, tables in measure_cpu.TABLES.items():
+        for _, table in tables:
+            for cin, cout, _hw in table:
+                assert seen.setdefault((cout, cin), name) == name, (cin, cout, name, seen[(cout, cin)])
+    with pytest.raises(ValueError, match="allowed: networks, regimes, new_layers"):
+        measure_cpu.grid(tables=("resnet",))
+
+
+def test_state_rows_never_enter_the_fit_or_the_validation(tmp_path):
+    point = {"type": "point", **_row("x"), "split": "fit"}
+    point.pop("campaign")
+    state = {**point, "type": "state", "split": "state", "rotation_copies": 64, "state_when": "start"}
+    f = tmp_path / "kernels-20990101T000000Z.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in ({"type": "machine"}, state, point)) + "\n")
+    rows = measure_cpu.load_rows(f)
+    assert len(rows) == 1 and rows[0]["rotation_copies"] == 1
+    # the split comes from the shape rule, crc32('NxK') even -> fit
+    assert rows[0]["split"] == ("fit" if zlib.crc32(b"32x144") % 2 == 0 else "validate")
