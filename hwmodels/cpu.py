@@ -50,7 +50,13 @@ from simsparse.core.sparsity import NM, Activation, Block, ConstantFanIn, Group,
 
 SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fan_in")
 GEMM_KINDS = ("gemm", "conv2d")
-XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK)
+XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK today)
+
+
+def xnn_mr(spec: CPUSpec) -> int:
+    """Pixels per XNNPACK f32-spmm micro-kernel call: the spec's ``xnn.mr`` (the library version it
+    models, e.g. 16 for the 2019-20 aarch64 kernels), else today's MR for its ISA."""
+    return int(spec.efficiency.get("xnn.mr", XNN_MR.get(spec.isa, 32)))
 CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds output/weights; Goto blocking)
 # DRAM bytes of an output written by a GEMM / SpMM that count toward its time: 1 (the write-back;
 # the write-allocate fill overlaps, stores do not stall the loop). Byte counts in Cost are the
@@ -464,7 +470,7 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     lane = lanes(spec, op.dtype)
     family = "numba" if kernel in NUMBA_KERNELS else "xnn"
     p = params(spec, family)
-    mb = mapping.tile[0] or XNN_MR.get(spec.isa, 32)
+    mb = mapping.tile[0] or xnn_mr(spec)
     ws = _weight_stats(op, kernel)
     stored, blocks, bh, bw = ws["stored"], ws["blocks"], ws["bh"], ws["bw"]
     n, k = op.n, op.k

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from hwmodels.cpu import CACHE_USE, KERNELS, NUMBA_KERNELS, XNN_MR, threads_of
+from hwmodels.cpu import CACHE_USE, KERNELS, NUMBA_KERNELS, threads_of, xnn_mr
 from hwmodels.spec import CPUSpec
 from simsparse.core.mapping import Mapping
 from simsparse.core.ops import Op
@@ -35,7 +35,7 @@ def numba_block(m: int, k: int, dtype_bytes: float, l2_bytes: float, threads: in
 def block_for(op: Op, spec: CPUSpec, kernel: str, threads: int) -> int:
     if kernel in NUMBA_KERNELS:
         return numba_block(op.m, op.k, op.dtype_bytes, spec.l2_bytes, threads)
-    return min(XNN_MR.get(spec.isa, 32), op.m)
+    return min(xnn_mr(spec), op.m)
 
 
 def candidates(op: Op, spec: CPUSpec, kernel_names: list[str]) -> list[Mapping]:

@@ -417,6 +417,46 @@ def cross_validate(files: list[Path] | None = None, spec_name: str = "host", fol
             "within": float((e <= TOLERANCE).mean()), "per_campaign": per}
 
 
+def add_states(files: list[Path] | None = None, spec_name: str = "host") -> dict[str, dict[str, float]]:
+    """Machine state of every campaign the spec has none for, fitted on that campaign's reproducible
+    fit-half rows with every other value of the spec frozen (how an unseen campaign is scored: its
+    held-out half is predicted on the state of its own fit half)."""
+    import hwmodels
+    from simsparse.measure_cpu import load_rows
+
+    spec = hwmodels.load(spec_name)
+    known = states_of(spec)
+    rows = load_rows(files)
+    new: dict[str, dict[str, float]] = {}
+    for camp in sorted({r["campaign"] for r in rows} - set(known)):
+        own = [r for r in rows if r["campaign"] == camp and r["split"] == "fit" and reproducible(r)]
+        if own:
+            new.update(fit(own, spec, (), STATE_PARAMS)[1])
+    return new
+
+
+def write_states(states: dict[str, dict[str, float]], spec_path: Path, note: str) -> None:
+    """Add per-campaign states to a spec's calibrated block; the plain keys take the newest campaign's."""
+    import re
+
+    text = spec_path.read_text()
+    if SPEC_MARKER not in text:
+        raise ValueError(f"{spec_path}: no calibrated block ({SPEC_MARKER!r}) to add states to")
+    newest = max(states)
+    old = {m.group(1) for m in re.finditer(r"^  (\S+@\S+):", text, re.M)}
+    if old and max(c.partition("@")[2] for c in old) > newest:
+        newest = ""  # the spec already holds a newer campaign's state: plain keys stay
+    lines = []
+    for camp, st in sorted(states.items()):
+        for p, v in st.items():
+            src = f"machine state of campaign {camp}, fitted on its fit-half rows, every other value frozen ({note})"
+            lines.append(f"  {p}@{camp}: {{value: {v:.6g}, source: \"{src}\"}}")
+            if camp == newest:
+                text = re.sub(rf"^  {re.escape(p)}: .*$", f"  {p}: {{value: {v:.6g}, source: \"{src}; the newest "
+                              f"campaign\"}}", text, flags=re.M)
+    spec_path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
 SPEC_MARKER = "# --- calibrated cycle costs (simsparse.calibrate_cpu; do not edit by hand) ---"
 
 
@@ -451,11 +491,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-spec", action="store_true", help="store the fitted values in hwmodels/specs/<spec>.yaml")
     ap.add_argument("--state", action="store_true",
                     help="fit the machine-state parameters (STATE_PARAMS) once per campaign")
+    ap.add_argument("--add-states", action="store_true",
+                    help="only fit the machine state of campaigns the spec has none for (all else frozen) and "
+                         "store it in the spec")
     ap.add_argument("--cv", type=int, default=0, metavar="K",
                     help="only K-fold leave-shapes-out cross-validation on the fit half (no fit written)")
     a = ap.parse_args(argv)
     if a.cv:
         print(json.dumps(cross_validate(a.files or None, a.spec, a.cv, a.state), indent=1))
+        return 0
+    if a.add_states:
+        from hwmodels.spec import SPEC_DIR
+
+        new = add_states(a.files or None, a.spec)
+        print(json.dumps(new, indent=1))
+        if new:
+            write_states(new, SPEC_DIR / f"{a.spec}.yaml", "simsparse.calibrate_cpu --add-states")
         return 0
     summary = calibrate(a.files or None, a.spec, state=a.state)
     text = json.dumps(summary, indent=1, default=float)
