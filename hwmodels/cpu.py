@@ -550,9 +550,10 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
     if family == "numba" and n_blk > 1:
         # split pixels: X[k, block] is mb of the M floats of row k, so consecutive nonzeros' segments
-        # are M floats apart (one block: rows back to back, one ascending stream); every X segment an
-        # axpy reads (blocks x bw per block) starts a new L2 stream (``c_xseg`` cycles; 0 = off)
-        cycles += n_blk * blocks * bw * p.get("c_xseg", 0.0)
+        # are M floats apart (one block: rows back to back, one ascending stream); every stored block's
+        # X read starts a new L2 stream (``c_xseg`` cycles; 0 = off). A block's bw rows are bw segments
+        # at the constant stride M: the stride prefetcher follows them as one stream (tenth fit)
+        cycles += n_blk * blocks * p.get("c_xseg", 0.0)
     threads = threads_of(spec, mapping)
     # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
     cycles = cycles * math.ceil(n_blk / threads) / n_blk * threads * op.batch

@@ -87,6 +87,13 @@ NEW2_1X1 = [(16, 64, 12544), (160, 960, 49), (832, 256, 49), (96, 128, 3136), (2
             (528, 256, 196), (480, 112, 196),
             (72, 24, 3136), (40, 120, 784), (120, 40, 784), (200, 80, 196), (80, 200, 196), (960, 160, 49),
             (480, 192, 196), (256, 128, 3136)]
+# more 1x1 layers no table above has (ConvNeXt-T, SqueezeNet, ShuffleNet-v2 2.0x, RegNet-like, MnasNet,
+# EfficientNet-B0's remaining ones): measured after the eleventh fit as its unseen check; crc32 split:
+# the first 8 fall in the fit half, the last 8 are held out
+NEW3_1X1 = [(384, 96, 3136), (384, 1536, 196), (128, 16, 3025), (488, 488, 196), (1152, 320, 49), (400, 400, 49),
+            (144, 40, 784), (288, 96, 196),
+            (1536, 384, 196), (96, 16, 3025), (244, 244, 784), (976, 976, 49), (144, 24, 3136), (240, 80, 196),
+            (64, 64, 784), (576, 96, 49)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -375,6 +382,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "regimes": (("regimes", REGIME_1X1),),
     "new_layers": (("new_layers", NEW_1X1),),
     "new_layers2": (("new_layers2", NEW2_1X1),),
+    "new_layers3": (("new_layers3", NEW3_1X1),),
 }
 
 
