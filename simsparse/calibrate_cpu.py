@@ -326,20 +326,26 @@ def campaign_reports(rows: list[dict[str, Any]], spec, states: dict[str, dict[st
     return out
 
 
+def _uncalibrated(spec_name: str):
+    """The spec without any fitted value (cycle costs, DRAM shares, per-campaign states): what a fit starts from."""
+    import hwmodels
+
+    spec = hwmodels.load(spec_name)
+    families = ("numba", "cpu_bitmap", "cpu_bsr", "cpu_nm", "gemm", "cpu_act_gemv")
+    return spec.model_copy(update={"efficiency": {k: v for k, v in spec.efficiency.items()
+                                                  if k.split(".")[0] not in families
+                                                  and k.partition("@")[0] not in TOP_LEVEL}})
+
+
 def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality: bool = True,
               state: bool = False) -> dict[str, Any]:
     """Fit on the fit half (reproducible points only when `quality`), report on both halves with
     the quality rule (``fit``, ``validate``) and without it (``fit_all``, ``validate_all``).
     `state`: the STATE_PARAMS are fitted per campaign (see there)."""
-    import hwmodels
     from simsparse.measure_cpu import load_rows
 
     rows = load_rows(files)
-    base = hwmodels.load(spec_name)
-    base = base.model_copy(update={"efficiency": {k: v for k, v in base.efficiency.items()
-                                                  if k.split(".")[0] not in ("numba", "cpu_bitmap", "cpu_bsr",
-                                                                             "cpu_nm", "gemm", "cpu_act_gemv")
-                                                  and k.partition("@")[0] not in TOP_LEVEL}})
+    base = _uncalibrated(spec_name)
     fit_all = [r for r in rows if r["split"] == "fit"]
     val_all = [r for r in rows if r["split"] == "validate"]
     fit_rows = [r for r in fit_all if r.get("campaign") not in UNSEEN_CAMPAIGNS]
@@ -383,16 +389,11 @@ def cross_validate(files: list[Path] | None = None, spec_name: str = "host", fol
     in the other groups). How structural choices are made without looking at the held-out half."""
     import zlib
 
-    import hwmodels
     from simsparse.measure_cpu import load_rows
 
     rows = [r for r in load_rows(files) if r["split"] == "fit" and r.get("campaign") not in UNSEEN_CAMPAIGNS
             and reproducible(r)]
-    base = hwmodels.load(spec_name)
-    base = base.model_copy(update={"efficiency": {k: v for k, v in base.efficiency.items()
-                                                  if k.split(".")[0] not in ("numba", "cpu_bitmap", "cpu_bsr",
-                                                                             "cpu_nm", "gemm", "cpu_act_gemv")
-                                                  and k.partition("@")[0] not in TOP_LEVEL}})
+    base = _uncalibrated(spec_name)
     base = _with(base, {**FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}})
     state_params = STATE_PARAMS if state else ()
     free = tuple(p for p in FREE_PARAMS if p not in state_params)

@@ -81,18 +81,22 @@ def test_l3_resident_traffic_moves_at_l3_bandwidth():
 # --- bitmap: mispredicted bit tests ---------------------------------------------------------------
 
 
+def _bitmap_miss_cycles(m: int, c_miss: float = 12.0) -> float:
+    """Core cycles the mispredicts add to a bitmap SpMM of m pixels (one block), 8 x 64 at d = 0.5."""
+    op = Op.gemm(m, 8, 64, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_bitmap", tile=(m, 8, 64), params={"threads": 1})
+    base = cpu.cost(op, mp, _spec())
+    miss = cpu.cost(op, mp, _spec(**{"cpu_bitmap.c_miss": c_miss}))
+    return (miss.breakdown_s["core"] - base.breakdown_s["core"]) * base.cycles / base.t_s
+
+
 def test_bitmap_mispredicts_about_four_per_byte_at_half_density():
     # d = 0.5: every byte is busy (1 - 2^-8) and each of its 8 bit tests is a coin flip, so a
     # predictor errs on half of them: ~4 mispredicts per byte, 12 cycles each. Half of them follow a
     # set bit, whose axpy is still executing during the refill: 16 pixels = one 512-bit vector,
     # 2 cycles (acc + X load on the one 512-bit load port), so 2 of the 12 cycles are hidden there:
     # 4 * (1 - 0.5 * 2/12) = 3.667 exposed per byte. 8 rows x 64 columns = 8 bytes per row
-    op = Op.gemm(16, 8, 64, dtype="fp32", weight=Unstructured(0.5))
-    mp = Mapping("cpu_bitmap", tile=(16, 8, 64), params={"threads": 1})
-    base = cpu.cost(op, mp, _spec())
-    miss = cpu.cost(op, mp, _spec(**{"cpu_bitmap.c_miss": 12.0}))
-    extra_cycles = (miss.breakdown_s["core"] - base.breakdown_s["core"]) * base.cycles / base.t_s
-    assert extra_cycles == pytest.approx(8 * 8 * 4 * (1 - 0.5 * 2 / 12) * 12, rel=0.01)
+    assert _bitmap_miss_cycles(16) == pytest.approx(8 * 8 * 4 * (1 - 0.5 * 2 / 12) * 12, rel=0.01)
 
 
 def test_a_set_bits_axpy_hides_the_next_mispredict():
@@ -100,16 +104,11 @@ def test_a_set_bits_axpy_hides_the_next_mispredict():
     # mispredicts that follow a set bit (half of them at d = 0.5) cost nothing: ~2 exposed per byte.
     # Exactly: busy = 1 - 2^-8, q = 0.5 / busy; bit tests 8 busy min(q, 1 - q) (1 - q), the
     # zero-byte test (1 - busy)(1 - 0.5)
-    op = Op.gemm(4096, 8, 64, dtype="fp32", weight=Unstructured(0.5))
-    mp = Mapping("cpu_bitmap", tile=(4096, 8, 64), params={"threads": 1})
-    base = cpu.cost(op, mp, _spec())
-    miss = cpu.cost(op, mp, _spec(**{"cpu_bitmap.c_miss": 12.0}))
-    extra_cycles = (miss.breakdown_s["core"] - base.breakdown_s["core"]) * base.cycles / base.t_s
     busy = 1 - 2.0**-8
     q = 0.5 / busy
     per_byte = 8 * busy * min(q, 1 - q) * (1 - q) + (1 - busy) * 0.5
     assert per_byte == pytest.approx(2.0, rel=0.02)
-    assert extra_cycles == pytest.approx(8 * 8 * per_byte * 12, rel=1e-6)
+    assert _bitmap_miss_cycles(4096) == pytest.approx(8 * 8 * per_byte * 12, rel=1e-6)
 
 
 def test_bitmap_mispredicts_vanish_for_an_empty_or_full_bitmap():
