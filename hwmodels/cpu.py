@@ -51,12 +51,6 @@ from simsparse.core.sparsity import NM, Activation, Block, ConstantFanIn, Group,
 SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fan_in")
 GEMM_KINDS = ("gemm", "conv2d")
 XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK today)
-
-
-def xnn_mr(spec: CPUSpec) -> int:
-    """Pixels per XNNPACK f32-spmm micro-kernel call: the spec's ``xnn.mr`` (the library version it
-    models, e.g. 16 for the 2019-20 aarch64 kernels), else today's MR for its ISA."""
-    return int(spec.efficiency.get("xnn.mr", XNN_MR.get(spec.isa, 32)))
 CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds output/weights; Goto blocking)
 # DRAM bytes of an output written by a GEMM / SpMM that count toward its time: 1 (the write-back;
 # the write-allocate fill overlaps, stores do not stall the loop). Byte counts in Cost are the
@@ -161,6 +155,12 @@ def lanes(spec: CPUSpec, dtype: str) -> float:
     """Elements per SIMD vector for a dtype (fp32 lanes × the spec's per-dtype scale)."""
     # fp32 lanes = simd_bits / 32 (NEON/SIMD128: 4, AVX2: 8, AVX-512: 16)
     return spec.simd_bits / 32 * spec.dtype_lanes_scale.get(dtype, 1.0)
+
+
+def xnn_mr(spec: CPUSpec) -> int:
+    """Pixels per XNNPACK f32-spmm micro-kernel call: the spec's ``xnn.mr`` (the library version it
+    models, e.g. 16 for the 2019-20 aarch64 kernels), else today's MR for its ISA."""
+    return int(spec.efficiency.get("xnn.mr", XNN_MR.get(spec.isa, 32)))
 
 
 def threads_of(spec: CPUSpec, mapping: Mapping | None = None) -> int:
@@ -552,7 +552,7 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # split pixels: X[k, block] is mb of the M floats of row k, so consecutive nonzeros' segments
         # are M floats apart (one block: rows back to back, one ascending stream); every stored block's
         # X read starts a new L2 stream (``c_xseg`` cycles; 0 = off). A block's bw rows are bw segments
-        # at the constant stride M: the stride prefetcher follows them as one stream (tenth fit)
+        # at the constant stride M: the stride prefetcher follows them as one stream (eleventh fit)
         cycles += n_blk * blocks * p.get("c_xseg", 0.0)
     threads = threads_of(spec, mapping)
     # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
