@@ -1,7 +1,8 @@
 """Calibrate the CPU cost model's cycle costs on half of the host measurements; report error on
 the other half (shared/MEASURING.md: split by shape, never tune on the validation half).
 
-    python -m simsparse.calibrate_cpu [files…] [--spec host] [--write-spec] [--out FILE]
+    python -m simsparse.calibrate_cpu [files…] [--spec host] [--state] [--write-spec] [--out FILE]
+    python -m simsparse.calibrate_cpu --cv 5 [--state]      |   --add-states
 
 The free parameters are per-work-unit cycle costs of the kernel families (hwmodels/cpu.py):
 
@@ -10,8 +11,10 @@ The free parameters are per-work-unit cycle costs of the kernel families (hwmode
     numba.c_nnz   cycles per stored weight per pixel block (value/index loads, loop setup)
     numba.c_row   cycles per output row per pixel block
     numba.c_out   cycles per output vector copied out (or zeroed)
-    numba.c_xseg  cycles per X row segment an axpy starts when the pixels are split into blocks (a new L2
+    numba.c_xseg  cycles per stored block's X read when the pixels are split into blocks (a new L2
                   stream: the segment is not contiguous with the previous nonzero's)
+    numba.c_chain cycles of one accumulator update's dependency chain (load, multiply-add, store, forwarded
+                  to the row's next update): the floor per stored weight and pixel block
     numba.t_call_s  seconds per call (numba dispatch)
     cpu_bitmap.c_byte / c_bit, cpu_bsr.c_blk, cpu_nm.c_grp   format decode costs
     gemm.eff, gemm.c_pack, gemm.t_call_s       dense BLAS: FMA efficiency, packing, call
@@ -35,7 +38,10 @@ Five structural constants are set before the fit (PRESET_PARAMS: measured, read 
 or chosen by cross-validation on the fit half): x_seg_lines, x_seg_first_block_only, gemm.m_tail_rows,
 l3_keep_hill, gemm.gemv_packs.
 
-They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only.
+They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only. With ``--state``
+the machine-state parameters (STATE_PARAMS: l3_keep_bytes, dram_eff) get one value per campaign;
+``--add-states`` fits the state of a new campaign on its fit half with all else frozen; ``--cv K``
+cross-validates a structure on the fit half (how every structural choice is made).
 Memory bandwidths, clock, ports and cache sizes are not fitted: they come from the probe.
 """
 
