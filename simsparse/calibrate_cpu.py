@@ -2,7 +2,8 @@
 the other half (shared/MEASURING.md: split by shape, never tune on the validation half).
 
     python -m simsparse.calibrate_cpu [files…] [--spec host] [--state] [--write-spec] [--out FILE]
-    python -m simsparse.calibrate_cpu --cv 5 [--state]      |   --add-states
+    python -m simsparse.calibrate_cpu --cv 5 [--state]
+    python -m simsparse.calibrate_cpu --add-states
 
 The free parameters are per-work-unit cycle costs of the kernel families (hwmodels/cpu.py):
 
