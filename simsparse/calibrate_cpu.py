@@ -210,15 +210,18 @@ def states_of(spec) -> dict[str, dict[str, float]]:
 
 
 def _ops(rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
-    key = tuple(id(r) for r in rows)  # the row dicts outlive the lists that hold them
+    """(Op, Mapping) of every row, cached by the rows' identities (a fit prices the same rows hundreds
+    of times). The entry holds the rows themselves, so no id in its key can be reused by another
+    object while it is cached."""
+    key = tuple(id(r) for r in rows)
     if key not in _OPS_CACHE:
         if len(_OPS_CACHE) >= 64:
             _OPS_CACHE.pop(next(iter(_OPS_CACHE)))
-        _OPS_CACHE[key] = [(row_op(r), row_mapping(r)) for r in rows]
-    return _OPS_CACHE[key]
+        _OPS_CACHE[key] = (list(rows), [(row_op(r), row_mapping(r)) for r in rows])
+    return _OPS_CACHE[key][1]
 
 
-_OPS_CACHE: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
+_OPS_CACHE: dict[tuple[int, ...], tuple[list[dict[str, Any]], list[tuple[Any, Any]]]] = {}
 
 
 @dataclass

@@ -64,6 +64,25 @@ def test_a_campaigns_l3_state_moves_the_cliff():
     assert t[0] < t[1]
 
 
+def test_cached_ops_keep_their_rows_alive():
+    # predict() caches each row list's (Op, Mapping) by the rows' ids. A row dropped while its entry is
+    # cached would free its id for a later row, which would then be priced as the dropped one (seen in
+    # CI: two rows of different rotations priced alike). The entry therefore holds its rows
+    import gc
+    import weakref
+
+    class Row(dict):  # a dict that can be weakly referenced
+        pass
+
+    spec = _bare(dram_eff=0.5)
+    row = Row(_row("c", copies=1000))
+    ref = weakref.ref(row)
+    predict([row], spec)
+    del row
+    gc.collect()
+    assert ref() is not None
+
+
 def test_tables_select_layers_and_reject_unknown_names():
     one = measure_cpu.grid(tables=("regimes",))
     assert one == measure_cpu.grid(regimes=True)
