@@ -347,6 +347,23 @@ def _uncalibrated(spec_name: str):
                                                   and k.partition("@")[0] not in TOP_LEVEL}})
 
 
+def _fit_setup(spec_name: str, state: bool) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """(start spec with the fixed and preset values in, global free parameters, per-campaign ones)."""
+    base = _with(_uncalibrated(spec_name), {**FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}})
+    state_params = STATE_PARAMS if state else ()
+    return base, tuple(p for p in FREE_PARAMS if p not in state_params), state_params
+
+
+def _own_states(rows: list[dict[str, Any]], spec, campaigns: set[str]) -> dict[str, dict[str, float]]:
+    """Machine state of each of `campaigns` from its own reproducible fit-half rows, `spec` frozen."""
+    out: dict[str, dict[str, float]] = {}
+    for camp in sorted(campaigns):
+        own = [r for r in rows if r["campaign"] == camp and r["split"] == "fit" and reproducible(r)]
+        if own:
+            out.update(fit(own, spec, (), STATE_PARAMS)[1])
+    return out
+
+
 def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality: bool = True,
               state: bool = False) -> dict[str, Any]:
     """Fit on the fit half (reproducible points only when `quality`), report on both halves with
@@ -355,24 +372,17 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
     from simsparse.measure_cpu import load_rows
 
     rows = load_rows(files)
-    base = _uncalibrated(spec_name)
+    base, free, state_params = _fit_setup(spec_name, state)
     fit_all = [r for r in rows if r["split"] == "fit"]
     val_all = [r for r in rows if r["split"] == "validate"]
     fit_rows = [r for r in fit_all if r.get("campaign") not in UNSEEN_CAMPAIGNS]
     fit_rows = [r for r in fit_rows if reproducible(r)] if quality else fit_rows
-    measured = {k: v for k, (v, _) in PRESET_PARAMS.items()}
-    base = _with(base, {**FIXED_PARAMS, **measured})
-    state_params = STATE_PARAMS if state else ()
-    free = tuple(p for p in FREE_PARAMS if p not in state_params)
     fitted, states = fit(fit_rows, base, free, state_params)
-    values = {**fitted, **FIXED_PARAMS, **measured}
+    values = {**fitted, **FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}}
     spec = _with(base, values)
     if state:
         # campaigns outside the global fit: their state from their own fit half, global costs frozen
-        for camp in sorted({r["campaign"] for r in rows} - set(states)):
-            own = [r for r in fit_all if r["campaign"] == camp and reproducible(r)]
-            if own:
-                states.update(fit(own, spec, (), state_params)[1])
+        states.update(_own_states(rows, spec, {r["campaign"] for r in rows} - set(states)))
         newest = max(states)  # campaign stems sort by their UTC stamp
         values.update(states[newest])
         values.update({f"{p}@{c}": v for c, st in sorted(states.items()) for p, v in st.items()})
@@ -403,15 +413,12 @@ def cross_validate(files: list[Path] | None = None, spec_name: str = "host", fol
 
     rows = [r for r in load_rows(files) if r["split"] == "fit" and r.get("campaign") not in UNSEEN_CAMPAIGNS
             and reproducible(r)]
-    base = _uncalibrated(spec_name)
-    base = _with(base, {**FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}})
-    state_params = STATE_PARAMS if state else ()
-    free = tuple(p for p in FREE_PARAMS if p not in state_params)
-    fold_of = {r["n"] * 100003 + r["k"]: zlib.crc32(f"cv{r['n']}x{r['k']}".encode()) % folds for r in rows}
+    base, free, state_params = _fit_setup(spec_name, state)
+    fold = [zlib.crc32(f"cv{r['n']}x{r['k']}".encode()) % folds for r in rows]
     err = np.full(len(rows), np.nan)
     for f in range(folds):
-        test = [i for i, r in enumerate(rows) if fold_of[r["n"] * 100003 + r["k"]] == f]
-        train = [r for i, r in enumerate(rows) if fold_of[r["n"] * 100003 + r["k"]] != f]
+        test = [i for i in range(len(rows)) if fold[i] == f]
+        train = [r for i, r in enumerate(rows) if fold[i] != f]
         if not test or not train:
             continue
         fitted, states = fit(train, base, free, state_params)
@@ -436,14 +443,8 @@ def add_states(files: list[Path] | None = None, spec_name: str = "host") -> dict
     from simsparse.measure_cpu import load_rows
 
     spec = hwmodels.load(spec_name)
-    known = states_of(spec)
     rows = load_rows(files)
-    new: dict[str, dict[str, float]] = {}
-    for camp in sorted({r["campaign"] for r in rows} - set(known)):
-        own = [r for r in rows if r["campaign"] == camp and r["split"] == "fit" and reproducible(r)]
-        if own:
-            new.update(fit(own, spec, (), STATE_PARAMS)[1])
-    return new
+    return _own_states(rows, spec, {r["campaign"] for r in rows} - set(states_of(spec)))
 
 
 def write_states(states: dict[str, dict[str, float]], spec_path: Path, note: str) -> None:
