@@ -755,10 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe(a.out, quick=a.quick), indent=1))
         return 0
     tables = tuple(t.strip() for t in a.tables.split(",") if t.strip()) if a.tables else None
-    if tables is not None:
-        bad = [t for t in tables if t not in TABLES]
-        if bad or not tables:
-            ap.error(f"--tables: got {a.tables!r}; allowed: {', '.join(TABLES)} (comma-separated)")
+    try:  # the grid's own check, before the machine is pinned and probed
+        grid(tables=tables)
+    except ValueError as e:
+        ap.error(f"--{e}")
     run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold, regimes=a.regimes,
         new_layers=a.new_layers, tables=tables, shuffle=a.shuffle, with_state=a.state_probe)
     return 0
