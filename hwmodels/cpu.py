@@ -440,7 +440,9 @@ def _xnn_gather_latency_cycles(op: Op, spec: CPUSpec, ws: dict[str, float], mb: 
     Each stored block loads the MR-pixel segment of bw rows of X at an address set by the
     block's input-channel offset: a gather, not a stream the prefetcher follows (W itself is
     read in order and stays a bandwidth cost). A segment misses L1 at its first touch in a pixel
-    block when the X panel fits the L1 share, and at every use when it does not. Each missing
+    block when W and the X panel together fit the L1 share, and at every use when they do not: the
+    kernel walks all of W once per pixel block, and that stream evicts X lines between two uses (the
+    same test that sends W to L2 in _spmm_cost). Each missing
     line costs the L2 latency, ``l1_outstanding_misses`` of them in flight (Little's law); the
     FMAs of a nonzero wait on its X line, so the wait adds to the instruction cycles."""
     if spec.l2_latency_cycles <= 0:
@@ -451,7 +453,7 @@ def _xnn_gather_latency_cycles(op: Op, spec: CPUSpec, ws: dict[str, float], mb: 
     full = op.m // mb
     seg_lines = full * math.ceil(mb * b / line) + (math.ceil(rem * b / line) if rem else 0)  # over blocks
     n, k, bh, bw = op.n, op.k, ws["bh"], ws["bw"]
-    if panel_level(spec, k * min(mb, op.m) * b) == "l1":  # first touch of each touched row
+    if ws["bytes"] + k * min(mb, op.m) * b <= CACHE_USE * spec.l1d_bytes:  # first touch of each touched row
         rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
         d_blk = min(1.0, ws["blocks"] / (rows_b * cols_b)) if rows_b * cols_b else 0.0
         segs = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))

@@ -17,14 +17,14 @@ the paper. The secondary checks compare with
 public timings: XNNPACK's dense MobileNet v2 (held out from gemm.eff), the released sparse models'
 latencies, and the ratios those public timings give.
 
-Where the model stands (figures printed by test_report): the MobileNet v2 pairs land in the band
-(1.31-2.04x); the MobileNet v1 pairs do not (2.14 / 2.95 / 2.88x; 2.40-3.38x with today's 32-pixel
-kernel). The sparse path is 1.9-2.1x faster than the released latencies (2.8x for EfficientNet-B0),
-so same-architecture MobileNet v1 1.0 @ 90 % comes out at 5.1x against the public 86 / 31 = 2.8x. The cost suspected of part of that gap, the
-latency of the sparse kernel's L1-missing X gathers (hwmodels.cpu._xnn_gather_latency_cycles), is
-modelled but off: no public Cortex-A73 / Kryo 280 L2 latency was found (see the spec file); a sweep
-over plausible, unsourced values (15-25 cycles, 4-8 misses in flight) closes at most about a third of
-the gap. Those checks are strict xfails with that reason; no number was tuned to make them pass.
+Where the model stands (figures printed by test_report): six of the eight pairs land in the band;
+MobileNet v1 1.0 @ 90 % against dense 0.75 comes out at 2.44x (just above), MobileNet v2 0.8 @ 85 %
+against dense 0.5 at 1.21x (below). The latency of the sparse kernel's L1-missing X gathers
+(hwmodels.cpu._xnn_gather_latency_cycles) is priced with the Cortex-A73's published L2 latency (25
+cycles) and L1 fill-request queue (8), both from Chips and Cheese's A73 article (spec file). The
+sparse path is still 1.5-1.9x faster than the released latencies (2.3x for EfficientNet-B0), so
+same-architecture MobileNet v1 1.0 @ 90 % comes out at 4.2x against the public 86 / 31 = 2.8x. Those
+checks are strict xfails with that reason; no number was tuned to make them pass.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ SPEC = "snapdragon-835"
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0")
 RELEASED_DENSITY = {"mobilenet_v1": 0.10, "mobilenet_v2": 0.15, "efficientnet_b0": 0.20}  # width 1.0 models
 BAND = (1.3, 2.4)
-SPARSE_GAP = ("the modelled sparse path is 1.9-2.8x faster than the released SD835 latencies and the "
-              "cause is not pinned down: latency of the L1-missing X gathers, at plausible but unsourced "
-              "A73 values, explains about a third of it, and no public Cortex-A73 L2 latency exists to "
-              "set it from, so that term stays off (spec file); not tuned to pass")
+SPARSE_GAP = ("the modelled sparse path is 1.5-2.3x faster than the released SD835 latencies, with the "
+              "L1-missing X gathers priced at the A73's published L2 latency and fill queue; the rest of "
+              "the gap has no sourced cause (the paper's timings came from unreleased code, XNNPACK issue "
+              "#404); not tuned to pass")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,9 @@ def test_spec_sets_only_the_dense_efficiency_from_a_dense_measurement():
     src = spec.sources["efficiency.gemm.eff"]
     assert "XNNPACK" in src and "fastconvnets" not in src
     assert spec.efficiency["xnn.mr"] == 16 and "16x1__neonfma" in spec.sources["efficiency.xnn.mr"]
-    assert spec.l2_latency_cycles == 0  # no public A73 L2 latency: the gather-latency term is off
+    # the gather-latency term runs on the A73's published L2 latency and fill-request queue
+    assert spec.l2_latency_cycles == 25 and "25 cycles" in spec.sources["l2_latency_cycles"]
+    assert spec.l1_outstanding_misses == 8 and "eight fill requests" in spec.sources["l1_outstanding_misses"]
 
 
 def test_gemm_eff_reproduces_its_cited_dense_timing():
@@ -186,6 +188,16 @@ def test_more_non_pointwise_work_means_less_speedup(unstructured90):
     assert s["mobilenet_v1"] > s["mobilenet_v2"] > s["efficientnet_b0"]
 
 
+def test_paper_band_holds_for_most_pairs(pairs):
+    # a floor at today's figures (6 of 8 pairs in the band, the two misses within 10 % of its edges),
+    # not the acceptance itself (the two strict xfails below)
+    got = [p["speedup"] for p in pairs]
+    assert len(got) == 8
+    assert sum(BAND[0] <= s <= BAND[1] for s in got) >= 6, got
+    assert all(BAND[0] / 1.1 <= s <= BAND[1] * 1.1 for s in got), got
+
+
+@pytest.mark.xfail(strict=True, reason="MobileNet v2 0.8 @ 85 % vs dense 0.5 models at 1.21x: " + SPARSE_GAP)
 def test_paper_band_mobilenet_v2(pairs):
     # Elsen et al.'s comparison for the MobileNet v2 family (5 released models, one core)
     got = [p["speedup"] for p in pairs if p["model"] == "mobilenet_v2"]
@@ -193,20 +205,20 @@ def test_paper_band_mobilenet_v2(pairs):
     assert all(BAND[0] <= s <= BAND[1] for s in got), got
 
 
-@pytest.mark.xfail(strict=True, reason="MobileNet v1 pairs model at 2.14 / 2.95 / 2.88x: " + SPARSE_GAP)
+@pytest.mark.xfail(strict=True, reason="MobileNet v1 pairs model at 1.82 / 2.44 / 2.25x: " + SPARSE_GAP)
 def test_paper_band_mobilenet_v1(pairs):
     got = [p["speedup"] for p in pairs if p["model"] == "mobilenet_v1"]
     assert len(got) == 3
     assert all(BAND[0] <= s <= BAND[1] for s in got), got
 
 
-@pytest.mark.xfail(strict=True, reason="model 5.1x vs public 86 / 31 = 2.8x: " + SPARSE_GAP)
+@pytest.mark.xfail(strict=True, reason="model 4.2x vs public 86 / 31 = 2.8x: " + SPARSE_GAP)
 def test_same_architecture_mobilenet_v1_vs_public_within_20_percent(released):
     public = DENSE_XNNPACK_PIXEL2_MS[("mobilenet_v1", 1.0)] / 31.0  # released sparse MBv1 1.0: 31 ms
     assert released["mobilenet_v1"]["speedup"] == pytest.approx(public, rel=0.20)
 
 
-@pytest.mark.xfail(strict=True, reason="modelled sparse latencies are 0.36-0.54 of the released ones: " + SPARSE_GAP)
+@pytest.mark.xfail(strict=True, reason="modelled sparse latencies are 0.43-0.66 of the released ones: " + SPARSE_GAP)
 def test_sparse_latency_vs_released_within_25_percent(pairs, released):
     model = {(p["model"], p["sparse_width"]): p["sparse_ms"] for p in pairs}
     model.update({(m, 1.0): released[m]["sparse_s"] * 1e3 for m in MODELS})
@@ -216,7 +228,7 @@ def test_sparse_latency_vs_released_within_25_percent(pairs, released):
 
 
 @pytest.mark.xfail(strict=True, reason="public equal-accuracy ratios 1.48x (v1) / 0.98x (v2) vs model "
-                                       "2.88x / 1.84x: " + SPARSE_GAP)
+                                       "2.25x / 1.61x: " + SPARSE_GAP)
 def test_public_equal_accuracy_ratios_within_25_percent(pairs):
     with_public = [p for p in pairs if p["public_speedup"]]
     assert len(with_public) == 2
@@ -224,7 +236,7 @@ def test_public_equal_accuracy_ratios_within_25_percent(pairs):
 
 
 def test_gather_latency_term_prices_missing_lines_and_is_off_without_a_latency():
-    sd = hwmodels.load(SPEC).replace(threads=1)
+    sd = hwmodels.load(SPEC).replace(threads=1, l2_latency_cycles=0.0, l1_outstanding_misses=0.0)
     # a 7x7, 1024 -> 1024 1x1 conv at 10 %: X panel 1024 x 32 px x 4 B = 128 KB overflows the L1
     # share, so every stored weight gathers its 32-pixel (2-line) and 17-pixel (2-line) segments
     op = Op.conv2d(ConvGeom(1, 1024, 7, 7, 1024, 1, 1), dtype="fp32", weight=Unstructured(0.1))
@@ -237,3 +249,19 @@ def test_gather_latency_term_prices_missing_lines_and_is_off_without_a_latency()
     lines = nnz * (math.ceil(32 * 4 / 64) + math.ceil(17 * 4 / 64))
     assert base.breakdown_s["core"] >= base.breakdown_s["panel"]  # core-bound: the wait adds in full
     assert with_lat.breakdown_s["core"] - base.breakdown_s["core"] == pytest.approx(lines * lat / mlp / sd.clock_hz)
+
+
+def test_gather_latency_counts_w_and_x_against_the_l1_as_the_panel_level_does():
+    # 14x14, 256 -> 1024 at 10 %: the 16-pixel X panel (256 x 16 x 4 B = 16 KB) fits the 32 KB L1 share
+    # alone, but XNNPACK walks all of W (26 214 values + offsets, ~210 KB) per pixel block, which evicts
+    # X between two uses: every stored weight's segment misses, not only each row's first touch
+    sd = hwmodels.load(SPEC).replace(threads=1)
+    op = Op.conv2d(ConvGeom(1, 256, 14, 14, 1024, 1, 1), dtype="fp32", weight=Unstructured(0.1))
+    m = Mapping("xnn_spmm", tile=(16, op.n, op.k), params={"threads": 1})
+    off = cpu.cost(op, m, sd.replace(l2_latency_cycles=0.0))
+    on = cpu.cost(op, m, sd)
+    nnz = 1024 * 256 * 0.1
+    blocks = math.ceil(196 / 16)  # 12 full 16-pixel blocks (one line each) + a 4-pixel one (one line)
+    lines = nnz * blocks
+    wait = lines * sd.l2_latency_cycles / sd.l1_outstanding_misses
+    assert on.breakdown_s["core"] - off.breakdown_s["core"] == pytest.approx(wait / sd.clock_hz)
