@@ -21,7 +21,10 @@ What it does, in order:
    warm-up, then
    ``perf_counter_ns`` repeats until >= 0.2 s (median, quartiles, min kept);
 4. a second pass over every point in reverse order; other tenants of a shared machine only
-   ever add time, so the pass with the lower median is kept (both medians recorded).
+   ever add time, so the pass with the lower median is kept (both medians recorded). Each pass
+   runs in its own freshly spawned process (``--same-process``: both in one, as campaigns 1-14
+   were): one process reuses the same freed memory for operands of one size, so its timings of a
+   point agree to ~1 % while another process can time it 10-45 % apart.
 
 Rows are JSON lines (``type: machine | point``), written as they are measured, into
 ``<out>/kernels-<stamp>.jsonl``. Each row carries its calibration split: hash of (N, K)
@@ -602,7 +605,7 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
            "weight": pt.pattern, "activation_density": pt.activation_density, "layer": pt.layer,
            "mapping": {"kernel": pt.kernel, "tile": [facts.get("mb", 0), pt.n, pt.k], "threads": 1},
            "split": split_of(pt.n, pt.k), "rotation_copies": n_rot, **facts, **r,
-           "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"),
+           "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"), "pid": os.getpid(),
            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if facts["rel_err"] > 1e-4:
         row["error"] = f"wrong result: relative error {facts['rel_err']:.2e} vs the dense product"
@@ -633,20 +636,79 @@ def state_probe(when: str) -> list[dict[str, Any]]:
     return out
 
 
+def _measure_pass(pts: list[Point], order: list[int], builds: int, cold: bool, deadline: float,
+                  probe_before: str | None = None, probe_after: str | None = None
+                  ) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """One pass: ("state", -1, row) for the probe rows, ("point", i, row) for pts[i] in `order`,
+    until the wall-clock `deadline` (time.time()) passes."""
+    if probe_before:
+        for row in state_probe(probe_before):
+            yield "state", -1, row
+    for i in order:
+        if time.time() > deadline:
+            return
+        yield "point", i, measure_point(pts[i], builds=builds, cold=cold)
+    if probe_after:
+        for row in state_probe(probe_after):
+            yield "state", -1, row
+
+
+def _pass_child(conn: Any, core: int, *args: Any) -> None:
+    """A pass in a fresh process (spawned): pin, compile, measure, send every item, then None."""
+    try:
+        pin(core)
+        warm_up()
+        for item in _measure_pass(*args):
+            conn.send(item)
+    finally:
+        conn.send(None)
+        conn.close()
+
+
+def _run_pass(fresh: bool, core: int, *args: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """_measure_pass here, or (`fresh`) in a newly spawned process: its heap, its operands' pages and
+    its JIT code land anew, so a point's two passes sample two placements (one process keeps reusing
+    the same freed memory for operands of the same size: its allocations agree to ~1 %, while two
+    processes can differ by 10-45 % on the same point; validation/data/cpu-host/README.md, campaign 14)."""
+    if not fresh:
+        yield from _measure_pass(*args)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_pass_child, args=(send, core, *args))
+    child.start()
+    send.close()
+    try:
+        while True:
+            try:
+                item = recv.recv()
+            except EOFError:  # the child died: what it sent is kept
+                break
+            if item is None:
+                break
+            yield item
+    finally:
+        child.join()
+
+
 def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
         log: Callable[[str], None] = print, builds: int = 1, cold: bool = False, regimes: bool = False,
         new_layers: bool = False, tables: tuple[str, ...] | None = None, shuffle: int | None = None,
-        with_state: bool = False) -> Path:
+        with_state: bool = False, fresh_process: bool = True) -> Path:
     """The whole campaign → one new JSON-lines file under out_dir (append-only history).
 
     `shuffle` = a seed: the points are measured in that seeded random order (fit and held-out
     shapes, and the tables, interleaved in time, so that a drift of the machine hits both halves
     alike); the second pass runs in the reverse order. `with_state`: the state probe before the
-    first and after the second pass."""
+    first and after the second pass. `fresh_process`: each pass runs in its own newly spawned
+    process (see _run_pass); False = both in this one (the protocol of campaigns 1-14)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blas = pin(core)
     path = out_dir / f"kernels-{_stamp()}{'-quick' if quick else ''}.jsonl"
     t_start = time.perf_counter()
+    deadline = time.time() + budget_s
     warm_up()
     pr = probe(out_dir, quick=quick)
     ident = machine_identity(blas)
@@ -658,37 +720,37 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
         f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
                             "threads": 1, "core": core, "builds": builds, "cold": cold,
                             "regimes": regimes, "new_layers": new_layers, "tables": list(tables or ()),
-                            "shuffle": shuffle, "state_probe": with_state}) + "\n")
-
-        def state(when: str) -> None:
-            if with_state:
-                for row in state_probe(when):
-                    f.write(json.dumps(row) + "\n")
+                            "shuffle": shuffle, "state_probe": with_state,
+                            "fresh_process_per_pass": fresh_process}) + "\n")
+        first: dict[int, dict[str, Any]] = {}
+        for kind, i, row in _run_pass(fresh_process, core, pts, list(range(len(pts))), builds, cold, deadline,
+                                      "start" if with_state else None):
+            if kind == "state":
+                f.write(json.dumps({**row, "type": "state", "split": "state"}) + "\n")
                 f.flush()
-                log(f"state probe ({when}) done")
-
-        state("start")
-        rows = []
-        for i, pt in enumerate(pts):
-            if time.perf_counter() - t_start > budget_s:
-                log(f"budget of {budget_s:.0f} s spent after {i} of {len(pts)} points")
-                break
-            row = measure_point(pt, builds=builds, cold=cold)
-            rows.append(row)
+                continue
+            row = {**row, "pass": 1}
+            first[i] = row
             f.write(json.dumps(row) + "\n")
             f.flush()
-            log(f"[{i + 1}/{len(pts)}] {pt.kernel:15s} {pt.m}x{pt.n}x{pt.k} {json.dumps(pt.pattern)} "
+            pt = pts[i]
+            log(f"[{len(first)}/{len(pts)}] {pt.kernel:15s} {pt.m}x{pt.n}x{pt.k} {json.dumps(pt.pattern)} "
                 f"act={pt.activation_density}: {row['t_median_s'] * 1e6:9.1f} us "
                 f"(spread {row['spread']:.2f}, n={row['repeats']}, load {row['loadavg_before'].split()[0]})")
-        # second pass, in reverse order (a different moment for every point): other tenants'
-        # load only ever adds time, so the run with the lower median is kept (both recorded)
-        log(f"second pass over {len(rows)} points")
-        for i in reversed(range(len(rows))):
-            if time.perf_counter() - t_start > budget_s:
-                log(f"budget spent; second pass stopped with {i + 1} points left")
-                break
-            old = rows[i]
-            new = measure_point(pts[i], builds=builds, cold=cold)
+        if len(first) < len(pts):
+            log(f"budget of {budget_s:.0f} s spent after {len(first)} of {len(pts)} points")
+        # second pass, in reverse order (a different moment for every point) and, with
+        # `fresh_process`, in another process (a different placement): other tenants' load and an
+        # unlucky placement only ever add time, so the run with the lower median is kept (both recorded)
+        log(f"second pass over {len(first)} points")
+        done = 0
+        for kind, i, new in _run_pass(fresh_process, core, pts, sorted(first, reverse=True), builds, cold, deadline,
+                                      None, "end" if with_state else None):
+            if kind == "state":
+                f.write(json.dumps({**new, "type": "state", "split": "state"}) + "\n")
+                f.flush()
+                continue
+            old, new = first[i], {**new, "pass": 2}
             keep = new if new["t_median_s"] < old["t_median_s"] else old
             keep = {**keep, "remeasured": True, "t_median_first_s": old["t_median_s"],
                     "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
@@ -696,7 +758,9 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
                     "loadavg_second": new["loadavg_before"]}
             f.write(json.dumps({**keep, "type": "remeasure"}) + "\n")
             f.flush()
-        state("end")
+            done += 1
+        if done < len(first):
+            log(f"budget spent; second pass stopped with {len(first) - done} points left")
         f.write(json.dumps({"type": "end", "wall_s": time.perf_counter() - t_start,
                             "loadavg": _read("/proc/loadavg")}) + "\n")
     log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
@@ -749,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true",
                     help="rotate over copies worth 2x the LLC for every layer, each with its own mask "
                          "(no cached operands, no learned branch sequence between calls)")
+    ap.add_argument("--same-process", action="store_true",
+                    help="run both passes in this process (the protocol of campaigns 1-14); default: each pass "
+                         "in its own fresh process, so the two passes sample two placements of the operands")
     a = ap.parse_args(argv)
     if a.probe_only:
         pin(a.core)
@@ -760,7 +827,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(f"--{e}")
     run(a.out, quick=a.quick, core=a.core, budget_s=a.budget_s, builds=a.builds, cold=a.cold, regimes=a.regimes,
-        new_layers=a.new_layers, tables=tables, shuffle=a.shuffle, with_state=a.state_probe)
+        new_layers=a.new_layers, tables=tables, shuffle=a.shuffle, with_state=a.state_probe,
+        fresh_process=not a.same_process)
     return 0
 
 

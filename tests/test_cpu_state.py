@@ -112,3 +112,19 @@ def test_state_rows_never_enter_the_fit_or_the_validation(tmp_path):
     assert len(rows) == 1 and rows[0]["rotation_copies"] == 1
     # the split comes from the shape rule, crc32('NxK') even -> fit
     assert rows[0]["split"] == ("fit" if zlib.crc32(b"32x144") % 2 == 0 else "validate")
+
+
+def test_a_fresh_process_pass_measures_in_another_process_and_respects_the_deadline():
+    import os
+    import time
+
+    pts = [measure_cpu.Point("cpu_csr", 20, 8, 16, {"pattern": "unstructured", "density": 0.5}, "t"),
+           measure_cpu.Point("cpu_nm", 20, 8, 16, {"pattern": "2:4"}, "t")]
+    far = time.time() + 300
+    here = list(measure_cpu._run_pass(False, -1, pts, [1, 0], 1, False, far))
+    there = list(measure_cpu._run_pass(True, -1, pts, [1, 0], 1, False, far))
+    assert [(k, i) for k, i, _ in here] == [(k, i) for k, i, _ in there] == [("point", 1), ("point", 0)]
+    assert all(r["pid"] == os.getpid() for _, _, r in here)
+    assert all(r["pid"] != os.getpid() for _, _, r in there)  # the pass ran in a spawned process
+    assert all(r["rel_err"] < 1e-4 and r["t_median_s"] > 0 for _, _, r in there)
+    assert list(measure_cpu._run_pass(True, -1, pts, [0, 1], 1, False, time.time() - 1)) == []  # deadline passed
