@@ -724,6 +724,10 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(len(pts))
         pts = [pts[i] for i in order]
+    # ~MIN_POINT_S of timing per allocation plus ~0.15 s of set-up, per point and pass (campaigns 15-17)
+    estimate = 2 * len(pts) * (max(1, builds) * MIN_POINT_S + 0.15)
+    log(f"{len(pts)} points x 2 passes: about {estimate:.0f} s; budget {budget_s:.0f} s"
+        + (" -- too short: the second pass will stop early (raise --budget-s)" if estimate > budget_s else ""))
     with path.open("w") as f:
         f.write(json.dumps({**ident, "campaign": path.stem, "probe": pr, "points": len(pts),
                             "threads": 1, "core": core, "builds": builds, "cold": cold,
