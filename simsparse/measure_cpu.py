@@ -734,17 +734,20 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
                             "regimes": regimes, "new_layers": new_layers, "tables": list(tables or ()),
                             "shuffle": shuffle, "state_probe": with_state,
                             "fresh_process_per_pass": fresh_process}) + "\n")
+
+        def emit(row: dict[str, Any]) -> None:  # every row goes to disk as it comes (a crash keeps the rest)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
         first: dict[int, dict[str, Any]] = {}
         for kind, i, row in _run_pass(fresh_process, core, pts, list(range(len(pts))), builds, cold, deadline,
                                       "start" if with_state else None):
-            if kind == "state":
-                f.write(json.dumps({**row, "type": "state", "split": "state"}) + "\n")
-                f.flush()
+            if kind == "state":  # state_probe's rows carry their own type and split
+                emit(row)
                 continue
             row = {**row, "pass": 1}
             first[i] = row
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+            emit(row)
             pt = pts[i]
             log(f"[{len(first)}/{len(pts)}] {pt.kernel:15s} {pt.m}x{pt.n}x{pt.k} {json.dumps(pt.pattern)} "
                 f"act={pt.activation_density}: {row['t_median_s'] * 1e6:9.1f} us "
@@ -759,8 +762,7 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
         for kind, i, new in _run_pass(fresh_process, core, pts, sorted(first, reverse=True), builds, cold, deadline,
                                       None, "end" if with_state else None):
             if kind == "state":
-                f.write(json.dumps({**new, "type": "state", "split": "state"}) + "\n")
-                f.flush()
+                emit(new)
                 continue
             old, new = first[i], {**new, "pass": 2}
             keep = new if new["t_median_s"] < old["t_median_s"] else old
@@ -768,8 +770,7 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
                     "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
                     "spread_second": new["spread"], "loadavg_first": old["loadavg_before"],
                     "loadavg_second": new["loadavg_before"]}
-            f.write(json.dumps({**keep, "type": "remeasure"}) + "\n")
-            f.flush()
+            emit({**keep, "type": "remeasure"})
             done += 1
         if done < len(first):
             log(f"budget spent; second pass stopped with {len(first) - done} points left")
