@@ -23,8 +23,8 @@ What it does, in order:
 4. a second pass over every point in reverse order; other tenants of a shared machine only
    ever add time, so the pass with the lower median is kept (both medians recorded). Each pass
    runs in its own freshly spawned process (``--same-process``: both in one, as campaigns 1-14
-   were): one process reuses the same freed memory for operands of one size, so its timings of a
-   point agree to ~1 % while another process can time it 10-45 % apart.
+   were): one process times a point alike to ~1 % however its operands are allocated, while
+   another process can time it 10-70 % apart (validation/data/cpu-host/README.md, campaign 14).
 
 Rows are JSON lines (``type: machine | point``), written as they are measured, into
 ``<out>/kernels-<stamp>.jsonl``. Each row carries its calibration split: hash of (N, K)
@@ -674,10 +674,10 @@ def _pass_child(conn: Any, core: int, *args: Any) -> None:
 
 
 def _run_pass(fresh: bool, core: int, *args: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """_measure_pass here, or (`fresh`) in a newly spawned process: its heap, its operands' pages and
-    its JIT code land anew, so a point's two passes sample two placements (one process keeps reusing
-    the same freed memory for operands of the same size: its allocations agree to ~1 %, while two
-    processes can differ by 10-45 % on the same point; validation/data/cpu-host/README.md, campaign 14)."""
+    """_measure_pass here, or (`fresh`) in a newly spawned process, so that a point's two passes sample
+    two process states: within one process a point's timings agree to ~1 % even on freshly placed
+    operands, while two processes can differ by 10-70 % on it (the loaded kernel code is the suspect;
+    validation/data/cpu-host/README.md, campaign 14)."""
     if not fresh:
         yield from _measure_pass(*args)
         return
@@ -755,8 +755,8 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
         if len(first) < len(pts):
             log(f"budget of {budget_s:.0f} s spent after {len(first)} of {len(pts)} points")
         # second pass, in reverse order (a different moment for every point) and, with
-        # `fresh_process`, in another process (a different placement): other tenants' load and an
-        # unlucky placement only ever add time, so the run with the lower median is kept (both recorded)
+        # `fresh_process`, in another process (a different process state): other tenants' load and an
+        # unlucky process state only ever add time, so the run with the lower median is kept (both recorded)
         log(f"second pass over {len(first)} points")
         done = 0
         for kind, i, new in _run_pass(fresh_process, core, pts, sorted(first, reverse=True), builds, cold, deadline,
@@ -828,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(no cached operands, no learned branch sequence between calls)")
     ap.add_argument("--same-process", action="store_true",
                     help="run both passes in this process (the protocol of campaigns 1-14); default: each pass "
-                         "in its own fresh process, so the two passes sample two placements of the operands")
+                         "in its own fresh process, so the two passes sample two process states")
     a = ap.parse_args(argv)
     if a.probe_only:
         pin(a.core)
