@@ -24,7 +24,7 @@ What it does, in order:
    ever add time, so the pass with the lower median is kept (both medians recorded). Each pass
    runs in its own freshly spawned process (``--same-process``: both in one, as campaigns 1-14
    were): one process times a point alike to ~1 % however its operands are allocated, while
-   another process can time it 10-70 % apart (validation/data/cpu-host/README.md, campaign 14).
+   another process can time it 10-80 % apart (validation/data/cpu-host/README.md, campaign 14).
 
 Rows are JSON lines (``type: machine | point``), written as they are measured, into
 ``<out>/kernels-<stamp>.jsonl``. Each row carries its calibration split: hash of (N, K)
@@ -676,8 +676,8 @@ def _pass_child(conn: Any, core: int, *args: Any) -> None:
 def _run_pass(fresh: bool, core: int, *args: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """_measure_pass here, or (`fresh`) in a newly spawned process, so that a point's two passes sample
     two process states: within one process a point's timings agree to ~1 % even on freshly placed
-    operands, while two processes can differ by 10-70 % on it (the loaded kernel code is the suspect;
-    validation/data/cpu-host/README.md, campaign 14)."""
+    operands, while two processes can differ by 10-80 % on it (cause not pinned down; neither the
+    operands' memory nor the kernels' code alignment: validation/data/cpu-host/README.md, campaign 14)."""
     if not fresh:
         yield from _measure_pass(*args)
         return
