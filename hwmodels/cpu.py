@@ -433,6 +433,12 @@ def _weight_stats_of(kernel: str, n: int, k: int, w: Sparsity, b: float) -> dict
     return {"stored": nnz, "blocks": nnz, "bh": 1, "bw": 1, "bytes": float(nbytes)}
 
 
+def _xnn_operands_fit_l1(op: Op, spec: CPUSpec, ws: dict[str, float], mb: int) -> bool:
+    """Whether all of W (XNNPACK walks it once per MR-pixel block) and the block's X panel fit the L1
+    share together: else W streams from L2 for every block and evicts X lines between their uses."""
+    return ws["bytes"] + op.k * min(mb, op.m) * op.dtype_bytes <= CACHE_USE * spec.l1d_bytes
+
+
 def _xnn_gather_latency_cycles(op: Op, spec: CPUSpec, ws: dict[str, float], mb: int, threads: int) -> float:
     """Cycles the XNNPACK sparse loop waits on X gathers that miss L1 (0 where the spec gives no
     ``l2_latency_cycles``), summed over threads as the core cycles are.
@@ -453,7 +459,7 @@ def _xnn_gather_latency_cycles(op: Op, spec: CPUSpec, ws: dict[str, float], mb: 
     full = op.m // mb
     seg_lines = full * math.ceil(mb * b / line) + (math.ceil(rem * b / line) if rem else 0)  # over blocks
     n, k, bh, bw = op.n, op.k, ws["bh"], ws["bw"]
-    if ws["bytes"] + k * min(mb, op.m) * b <= CACHE_USE * spec.l1d_bytes:  # first touch of each touched row
+    if _xnn_operands_fit_l1(op, spec, ws, mb):  # first touch of each touched row
         rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
         d_blk = min(1.0, ws["blocks"] / (rows_b * cols_b)) if rows_b * cols_b else 0.0
         segs = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
@@ -562,7 +568,7 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
     level = panel_level(spec, k * min(mb, op.m) * b)
     bytes_panel = op.batch * blocks * bw * op.m * b  # one X row segment per block column, every block
-    if family == "xnn" and ws["bytes"] + k * min(mb, op.m) * b > CACHE_USE * spec.l1d_bytes:
+    if family == "xnn" and not _xnn_operands_fit_l1(op, spec, ws, mb):
         # XNNPACK walks all of W (values + offsets) once per MR-pixel block: when W and the X panel
         # together overflow the L1 share, W streams from L2 again for every block (Elsen et al. §4:
         # the kernel is designed to keep its operands in L1; past it, L2 feeds the loop)

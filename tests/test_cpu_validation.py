@@ -114,23 +114,24 @@ def test_issue_target_ninety_percent_within_ten(held_out):
     assert rep.within >= 0.90
 
 
-def _one_process_per_pass(row) -> bool:
-    """A row of a campaign measured with one process per pass (measure_cpu's protocol from campaign 15 on)."""
-    return row.get("pid") is not None and row["campaign"] >= "kernels-20261124T044915Z"
-
-
-def test_one_process_per_pass_campaigns_do_not_regress(held_out):
+@pytest.fixture(scope="module")
+def one_process_per_pass(held_out):
+    """Held-out rows (and their predictions) of the campaigns measured with one process per pass
+    (measure_cpu's protocol from campaign 15 on; older rows carry no pid)."""
     rows, pred, _ = held_out
-    idx = [i for i, r in enumerate(rows) if _one_process_per_pass(r)]
-    assert len({rows[i]["campaign"] for i in idx}) >= 3 and len(idx) >= 700
-    rep = report([rows[i] for i in idx], pred[idx])
+    idx = [i for i, r in enumerate(rows) if r.get("pid") is not None and r["campaign"] >= "kernels-20261124T044915Z"]
+    return [rows[i] for i in idx], pred[idx]
+
+
+def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
+    rows, pred = one_process_per_pass
+    assert len({r["campaign"] for r in rows}) >= 3 and len(rows) >= 700
+    rep = report(rows, pred)
     assert rep.within >= 0.80  # reached: 0.830 (765 rows, campaigns 15-17)
     assert rep.mape <= 0.07  # reached: 0.061
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target not met on the one-process-per-pass campaigns either: "
                                        "83.0 % of 765 held-out rows (see the module docstring)")
-def test_issue_target_on_one_process_per_pass_campaigns(held_out):
-    rows, pred, _ = held_out
-    idx = [i for i, r in enumerate(rows) if _one_process_per_pass(r)]
-    assert report([rows[i] for i in idx], pred[idx]).within >= 0.90
+def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
+    assert report(*one_process_per_pass).within >= 0.90
