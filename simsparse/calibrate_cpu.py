@@ -122,6 +122,12 @@ START = {"numba.c_chain": 12.0, "dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_by
 TOP_LEVEL = ("dram_eff", "stream_eff", "gemv_stream_eff", "mem_overlap", "dram_run_s", "x_seg_s", "x_seg_lines",
              "x_seg_first_block_only", "l3_keep_bytes", "l3_keep_hill")  # spec.efficiency keys without a family prefix
 TOLERANCE = 0.10  # "within ±10 %"
+# Robust loss of the least-squares fit on log(predicted / measured) and its scale (scipy least_squares).
+# Cauchy flattens out past the scale, so the fit serves the bulk of the rows rather than pulling toward
+# the few it cannot reach: chosen by 5-fold leave-shapes-out cross-validation on the reproducible fit half
+# of campaigns 2-5 and 8-17 (3059 rows; share within +-10 %: soft_l1 0.05 81.4 %, arctan 0.08 82.0 %,
+# cauchy 0.03 / 0.05 / 0.08 82.2 / 82.5 / 81.9 %); validation/data/cpu-host/README.md, fourteenth fit
+FIT_LOSS = ("cauchy", 0.05)
 # Quality rule, declared before any held-out error was looked at: a point whose own two passes
 # (minutes apart) differ by more than this does not reproduce to ±10 %, so it can neither
 # calibrate nor test a ±10 % claim. Applied alike to both halves; results are reported with
@@ -275,6 +281,40 @@ def winner_agreement(rows: list[dict[str, Any]], pred: np.ndarray) -> float:
     return hits / total if total else float("nan")
 
 
+NETWORKS = ("mobilenet_v1", "mobilenet_v2", "resnet50")  # measure_cpu's "networks" table: whole sets of 1x1 layers
+
+
+def network_report(rows: list[dict[str, Any]], pred: np.ndarray, half: str | None = "validate") -> dict[str, Any]:
+    """Accuracy of a network's summed 1x1-layer time: per campaign, network, kernel and weight pattern,
+    measured and predicted times are added over the network's layers (``half``: only its layers of that
+    split; None: all of them, the fit-half layers in-sample) and compared. No quality rule: every
+    measured layer counts. A sum lets per-layer errors of either sign cancel, as in a model-level
+    latency predictor's figure (nn-Meter's ±10 % accuracy is of whole models); only sets in which
+    every layer of the split was measured are kept (a campaign cut short by its budget drops out)."""
+    sums: dict[tuple[str, str, str, str], list[float]] = {}
+    for r, p in zip(rows, pred, strict=True):
+        if r.get("layer") not in NETWORKS or (half is not None and r["split"] != half):
+            continue
+        key = (r["campaign"], r["layer"], r["kernel"], json.dumps(r["weight"], sort_keys=True))
+        acc = sums.setdefault(key, [0.0, 0.0, 0])
+        acc[0] += r["t_median_s"]
+        acc[1] += float(p)
+        acc[2] += 1
+    full: dict[tuple[str, str], int] = {}
+    for (camp, net, _, _), (_, _, n) in sums.items():
+        full[(camp, net)] = max(full.get((camp, net), 0), n)
+    err = {key: p / t - 1.0 for key, (t, p, n) in sums.items() if n == full[key[:2]]}
+    if not err:
+        return {"n": 0}
+    e = np.abs(np.array(list(err.values())))
+    per: dict[str, dict[str, float]] = {}
+    for kern in sorted({k[2] for k in err}):
+        ek = np.abs(np.array([v for k, v in err.items() if k[2] == kern]))
+        per[kern] = {"n": int(ek.size), "mape": float(ek.mean()), "within_10pct": float((ek <= TOLERANCE).mean())}
+    return {"n": int(e.size), "layers": half or "all", "mape": float(e.mean()),
+            "within": float((e <= TOLERANCE).mean()), "per_kernel": per}
+
+
 def _with(spec, values: dict[str, float]):
     eff = {**spec.efficiency, **values}
     return spec.model_copy(update={"efficiency": eff})
@@ -318,7 +358,7 @@ def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS,
         return np.log(predict(rows, _with(spec, g), states)) - meas
 
     z0 = np.clip(np.log(start), lo + 1e-6, hi - 1e-6)
-    sol = least_squares(resid, z0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, max_nfev=400)
+    sol = least_squares(resid, z0, bounds=(lo, hi), loss=FIT_LOSS[0], f_scale=FIT_LOSS[1], max_nfev=400)
     return values(sol.x)
 
 
@@ -398,6 +438,10 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
         out[half] = report(good, predict(good, spec, states)).to_dict()  # with the quality rule
         out[f"{half}_all"] = report(rr, predict(rr, spec, states)).to_dict()  # without it
     out["per_campaign"] = campaign_reports(rows, spec, states)
+    scored = [r for r in rows if r.get("campaign") not in LOADED_CAMPAIGNS]
+    pred = predict(scored, spec, states)
+    out["networks_validate"] = network_report(scored, pred, "validate")
+    out["networks_all"] = network_report(scored, pred, None)
     return out
 
 

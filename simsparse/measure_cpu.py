@@ -110,6 +110,13 @@ NEW5_1X1 = [(1024, 512, 196), (1024, 2048, 49), (16, 32, 12544), (192, 32, 784),
             (1248, 208, 49), (88, 528, 196),
             (2048, 1024, 49), (384, 64, 196), (64, 384, 196), (48, 288, 784), (288, 48, 784), (1392, 232, 49),
             (232, 1392, 49), (816, 136, 196)]
+# DenseNet-121 / -169 dense-block bottlenecks (C_in -> 128 at 56x56, 28x28, 14x14 and 7x7) and
+# EfficientNet-B0's stage-6 expansion, none of whose (N, K) any table above has: measured after the
+# fourteenth fit as its unseen check; crc32 split: the first 8 fall in the fit half, the last 8 are held out
+NEW6_1X1 = [(160, 128, 3136), (320, 128, 784), (672, 128, 196), (736, 128, 196), (1056, 128, 196), (864, 128, 49),
+            (928, 128, 49), (192, 1152, 49),
+            (192, 128, 3136), (288, 128, 784), (416, 128, 784), (480, 128, 784), (544, 128, 196), (608, 128, 196),
+            (800, 128, 49), (992, 128, 49)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -401,6 +408,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers3": (("new_layers3", NEW3_1X1),),
     "new_layers4": (("new_layers4", NEW4_1X1),),
     "new_layers5": (("new_layers5", NEW5_1X1),),
+    "new_layers6": (("new_layers6", NEW6_1X1),),
 }
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import hwmodels
-from simsparse.calibrate_cpu import TOLERANCE, predict, report, reproducible, states_of
+from simsparse.calibrate_cpu import TOLERANCE, network_report, predict, report, reproducible, states_of
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
 # Thirteenth fit (calibration-20261124T054245Z, campaigns 2-5 and 8-16 fit half, per-campaign machine
@@ -135,3 +135,26 @@ def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
                                        "83.0 % of 765 held-out rows (see the module docstring)")
 def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
     assert report(*one_process_per_pass).within >= 0.90
+
+
+def _net_row(campaign, layer, kernel, n, k, split, t, density=0.1):
+    return {"campaign": campaign, "layer": layer, "kernel": kernel, "m": 196, "n": n, "k": k, "split": split,
+            "weight": {"pattern": "unstructured", "density": density}, "t_median_s": t}
+
+
+def test_network_report_adds_layers_before_comparing():
+    rows = [  # one network, two held-out layers: errors of -20 % and +16.7 % cancel in the sum
+        _net_row("c1", "mobilenet_v1", "cpu_csr", 64, 32, "validate", 1e-4),
+        _net_row("c1", "mobilenet_v1", "cpu_csr", 128, 64, "validate", 3e-4),
+        _net_row("c1", "mobilenet_v1", "cpu_csr", 256, 128, "fit", 5e-4),  # fit half: only in "all"
+        # the same network at another density, one layer missing (cut short): dropped
+        _net_row("c1", "mobilenet_v1", "cpu_csr", 64, 32, "validate", 1e-4, density=0.05),
+        _net_row("c1", "regimes", "cpu_csr", 64, 32, "validate", 1e-4),  # not a network table
+    ]
+    pred = np.array([0.8e-4, 3.5e-4, 4e-4, 1e-4, 1e-4])
+    val = network_report(rows, pred, "validate")
+    # (0.8 + 3.5) / (1 + 3) - 1 = +7.5 %: within; the cut-short set is not counted
+    assert val["n"] == 1 and val["within"] == 1.0 and val["mape"] == pytest.approx(0.075)
+    every = network_report(rows, pred, None)
+    # (0.8 + 3.5 + 4) / (1 + 3 + 5) - 1 = -7.8 %
+    assert every["n"] == 1 and every["mape"] == pytest.approx(1 - 8.3 / 9)
