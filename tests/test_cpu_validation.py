@@ -18,11 +18,13 @@ with every other value frozen) and stored in host.yaml under "<param>@<campaign>
 is predicted on its campaign's state.
 
 The bounds below are the figures reached with the current host fit (plus a small margin), not
-the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (thirteenth fit:
-80.7 % with the rule, 74.3 % without, over sixteen campaigns; 83.0 % on campaigns 15-17, measured with
-one process per pass; 82.2 % on campaign 17, measured after the fit on layers it never saw; the fit half
-reaches 86 %): see validation/data/cpu-host/README.md ("thirteenth fit", "campaign 17"). The target is
-kept as a strict xfail, so it turns into a failure (XPASS) the day it holds.
+the issue's target of 90 % of held-out points within ±10 %. That target is NOT met (fourteenth fit:
+81.2 % with the rule, 75.0 % without, over seventeen campaigns; 84.9 % on campaigns 15-18, measured with
+one process per pass; 90.2 % on campaign 18, measured after the fit on layers it never saw, but 70-83 % on
+the four unseen campaigns before it; the fit half reaches 86 %): see validation/data/cpu-host/README.md
+("fourteenth fit", "campaign 18"). The target is kept as a strict xfail, so it turns into a failure (XPASS)
+the day it holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such
+as nn-Meter reports), 90.3 % of the sums are within ±10 %: guarded below too.
 """
 
 from __future__ import annotations
@@ -31,21 +33,29 @@ import numpy as np
 import pytest
 
 import hwmodels
-from simsparse.calibrate_cpu import TOLERANCE, network_report, predict, report, reproducible, states_of
+from simsparse.calibrate_cpu import (
+    LOADED_CAMPAIGNS,
+    TOLERANCE,
+    network_report,
+    predict,
+    report,
+    reproducible,
+    states_of,
+)
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
-# Thirteenth fit (calibration-20261124T054245Z, campaigns 2-5 and 8-16 fit half, per-campaign machine
-# state; campaign 17's state added from its fit half) over the held-out rows of all sixteen campaigns:
-# MAPE 0.069, within 0.807 with the rule (3624 rows); 0.082 / 0.743 without (4859); per kernel
-# act_gemv 0.079, bitmap 0.074, bsr 0.063, csr 0.081, dense 0.044, nm 0.056; winner 0.966 (0.963
-# without). (Twelfth fit, twelve campaigns: 0.070 / 0.809; ninth fit, eight: 0.076 / 0.735.)
-HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.069 (3624 rows)
-HELD_OUT_WITHIN = 0.78  # reached: 0.807
-HELD_OUT_MAPE_ALL = 0.09  # without the rule (4859 rows): 0.082
-HELD_OUT_WITHIN_ALL = 0.71  # reached: 0.743
-KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.08, "cpu_bsr": 0.07, "cpu_csr": 0.095,
-               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.079 0.074 0.063 0.081 0.044 0.056
-WINNER_AGREEMENT = 0.95  # reached: 0.966 (0.963 without the rule)
+# Fourteenth fit (calibration-20261124T070543Z, campaigns 2-5 and 8-17 fit half, per-campaign machine
+# state, Cauchy loss; campaign 18's state added from its fit half) over the held-out rows of all seventeen
+# campaigns: MAPE 0.068, within 0.812 with the rule (3797 rows); 0.081 / 0.750 without (5051); per kernel
+# act_gemv 0.083, bitmap 0.075, bsr 0.061, csr 0.080, dense 0.042, nm 0.056; winner 0.969 (0.965
+# without). (Thirteenth fit, sixteen campaigns: 0.069 / 0.807; ninth fit, eight: 0.076 / 0.735.)
+HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.068 (3797 rows)
+HELD_OUT_WITHIN = 0.79  # reached: 0.812
+HELD_OUT_MAPE_ALL = 0.09  # without the rule (5051 rows): 0.081
+HELD_OUT_WITHIN_ALL = 0.72  # reached: 0.750
+KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.085, "cpu_bsr": 0.07, "cpu_csr": 0.095,
+               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.083 0.075 0.061 0.080 0.042 0.056
+WINNER_AGREEMENT = 0.95  # reached: 0.969 (0.965 without the rule)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +118,7 @@ def test_quiet_campaign_reproduces(held_out_all):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target (>= 90 % of held-out points within ±10 %) not met: "
-                                       "80.7 % with the quality rule, 74.3 % without (see the module docstring)")
+                                       "81.2 % with the quality rule, 75.0 % without (see the module docstring)")
 def test_issue_target_ninety_percent_within_ten(held_out):
     _, _, rep = held_out
     assert rep.within >= 0.90
@@ -125,14 +135,14 @@ def one_process_per_pass(held_out):
 
 def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
     rows, pred = one_process_per_pass
-    assert len({r["campaign"] for r in rows}) >= 3 and len(rows) >= 700
+    assert len({r["campaign"] for r in rows}) >= 4 and len(rows) >= 900
     rep = report(rows, pred)
-    assert rep.within >= 0.80  # reached: 0.830 (765 rows, campaigns 15-17)
+    assert rep.within >= 0.82  # reached: 0.849 (938 rows, campaigns 15-18)
     assert rep.mape <= 0.07  # reached: 0.061
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target not met on the one-process-per-pass campaigns either: "
-                                       "83.0 % of 765 held-out rows (see the module docstring)")
+                                       "84.9 % of 938 held-out rows (see the module docstring)")
 def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
     assert report(*one_process_per_pass).within >= 0.90
 
@@ -158,3 +168,22 @@ def test_network_report_adds_layers_before_comparing():
     every = network_report(rows, pred, None)
     # (0.8 + 3.5 + 4) / (1 + 3 + 5) - 1 = -7.8 %
     assert every["n"] == 1 and every["mape"] == pytest.approx(1 - 8.3 / 9)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    files = sorted(DEFAULT_OUT.glob("kernels-*.jsonl"))
+    if not files:
+        pytest.skip("no host measurements checked in")
+    rows = [r for r in load_rows(files) if r["campaign"] not in LOADED_CAMPAIGNS]
+    spec = hwmodels.load("host")
+    pred = predict(rows, spec, states_of(spec))
+    return network_report(rows, pred, "validate"), network_report(rows, pred, None)
+
+
+def test_network_sums_of_held_out_layers_do_not_regress(networks):
+    held_out, every = networks
+    assert held_out["n"] >= 500 and set(held_out["per_kernel"]) >= {"cpu_csr", "cpu_bsr", "cpu_dense_gemm"}
+    assert held_out["within"] >= 0.88  # reached: 0.903 (576 sums, MAPE 0.054)
+    assert held_out["mape"] <= 0.06
+    assert every["within"] >= 0.92  # reached: 0.938 (MAPE 0.036; fit-half layers in-sample)
