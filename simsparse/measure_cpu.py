@@ -709,7 +709,18 @@ def _run_pass(fresh: bool, core: int, *args: Any) -> Iterator[tuple[str, int, di
         child.join()
 
 
-def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560.0,
+def campaign_estimate_s(points: int, builds: int) -> float:
+    """Seconds a campaign of `points` takes, both passes: ~MIN_POINT_S of timing per allocation plus
+    ~0.15 s of set-up, per point and pass (campaigns 15-18: estimate 576 s, wall 529 s for 384 points)."""
+    return 2 * points * (max(1, builds) * MIN_POINT_S + 0.15)
+
+
+def default_budget_s(points: int, builds: int) -> float:
+    """The budget when none is given: room for both passes (1.5x the estimate, + 60 s for the probes)."""
+    return 1.5 * campaign_estimate_s(points, builds) + 60.0
+
+
+def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float | None = None,
         log: Callable[[str], None] = print, builds: int = 1, cold: bool = False, regimes: bool = False,
         new_layers: bool = False, tables: tuple[str, ...] | None = None, shuffle: int | None = None,
         with_state: bool = False, fresh_process: bool = True) -> Path:
@@ -719,12 +730,13 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     shapes, and the tables, interleaved in time, so that a drift of the machine hits both halves
     alike); the second pass runs in the reverse order. `with_state`: the state probe before the
     first and after the second pass. `fresh_process`: each pass runs in its own newly spawned
-    process (see _run_pass); False = both in this one (the protocol of campaigns 1-14)."""
+    process (see _run_pass); False = both in this one (the protocol of campaigns 1-14). `budget_s`: no
+    new point starts after it (None: 1.5x the campaign's time estimate + 60 s, so both passes finish)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blas = pin(core)
     path = out_dir / f"kernels-{_stamp()}{'-quick' if quick else ''}.jsonl"
     t_start = time.perf_counter()
-    deadline = time.time() + budget_s
+    t_wall = time.time()
     warm_up()
     pr = probe(out_dir, quick=quick)
     ident = machine_identity(blas)
@@ -732,8 +744,10 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float = 560
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(len(pts))
         pts = [pts[i] for i in order]
-    # ~MIN_POINT_S of timing per allocation plus ~0.15 s of set-up, per point and pass (campaigns 15-17)
-    estimate = 2 * len(pts) * (max(1, builds) * MIN_POINT_S + 0.15)
+    estimate = campaign_estimate_s(len(pts), builds)
+    if budget_s is None:
+        budget_s = default_budget_s(len(pts), builds)
+    deadline = t_wall + budget_s
     log(f"{len(pts)} points x 2 passes: about {estimate:.0f} s; budget {budget_s:.0f} s"
         + (" -- too short: the second pass will stop early (raise --budget-s)" if estimate > budget_s else ""))
     with path.open("w") as f:
@@ -818,7 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few shapes (smoke test, ~1 minute)")
     ap.add_argument("--probe-only", action="store_true", help="only the bandwidth / FLOP probe")
     ap.add_argument("--core", type=int, default=1, help="core to pin to (-1: no pinning)")
-    ap.add_argument("--budget-s", type=float, default=560.0, help="stop starting new points after this")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting new points after this (default: 1.5x the time estimate + 60 s)")
     ap.add_argument("--builds", type=int, default=1,
                     help="allocate each point's operands this many times and keep the median allocation")
     ap.add_argument("--regimes", action="store_true",

@@ -128,3 +128,11 @@ def test_a_fresh_process_pass_measures_in_another_process_and_respects_the_deadl
     assert all(r["pid"] != os.getpid() for _, _, r in there)  # the pass ran in a spawned process
     assert all(r["rel_err"] < 1e-4 and r["t_median_s"] > 0 for _, _, r in there)
     assert list(measure_cpu._run_pass(True, -1, pts, [0, 1], 1, False, time.time() - 1)) == []  # deadline passed
+
+
+def test_the_default_budget_leaves_room_for_both_passes():
+    # 384 points with 3 builds: 2 passes x 384 x (3 x 0.2 s + 0.15 s) = 576 s; campaign 18 took 529 s
+    assert measure_cpu.campaign_estimate_s(384, 3) == pytest.approx(576.0)
+    assert measure_cpu.default_budget_s(384, 3) == pytest.approx(1.5 * 576.0 + 60.0)
+    # one build: 2 x 1164 x 0.35 s = 814.8 s (campaign 10's grid), beyond the old fixed 560 s
+    assert measure_cpu.default_budget_s(1164, 1) > measure_cpu.campaign_estimate_s(1164, 1) > 560.0
