@@ -100,6 +100,21 @@ def test_benchmark_llama70b_extraction_is_fast_and_small():
     assert res["torch_imported"] == 0.0  # config extraction never needs torch
 
 
+def test_benchmark_peak_rss_is_its_own_not_its_parents():
+    # a benchmark run from a large parent (an xdist worker late in a run) must report its own peak: the
+    # parent here holds 400 MB, the extraction needs ~30 MB
+    code = ("import subprocess, sys\n"
+            "big = bytearray(400 * 2**20)\n"
+            "big[::4096] = b'x' * len(big[::4096])\n"
+            "child = \"import sys; sys.path.insert(0, 'benchmarks'); import extract_llama70b as b; "
+            "import json; print(json.dumps(b.main()))\"\n"
+            "out = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True)\n"
+            "print(out.stdout.strip().splitlines()[-1])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["peak_rss_mb"] < 200
+
+
 def test_configs_and_cnn_tables_simulate_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
             "import workloads, simsparse\n"
