@@ -90,10 +90,14 @@ def test_prefill_attention_is_causal_and_flops_scale_with_tokens():
     assert a.attn.causal and a.attn.score_fraction == pytest.approx((s + 1) / (2 * s))
 
 
+# runs benchmarks/extract_llama70b.py's main() and prints its result as the last line
+BENCH_LLAMA70B = ("import sys; sys.path.insert(0, 'benchmarks'); import extract_llama70b as b; "
+                  "import json; print(json.dumps(b.main()))")
+
+
 def test_benchmark_llama70b_extraction_is_fast_and_small():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import extract_llama70b as b; "
-            "import json; print(json.dumps(b.main()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", BENCH_LLAMA70B], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["extract_s"] < 5.0
     assert res["peak_rss_mb"] < 1024
@@ -106,9 +110,8 @@ def test_benchmark_peak_rss_is_its_own_not_its_parents():
     code = ("import subprocess, sys\n"
             "big = bytearray(400 * 2**20)\n"
             "big[::4096] = b'x' * len(big[::4096])\n"
-            "child = \"import sys; sys.path.insert(0, 'benchmarks'); import extract_llama70b as b; "
-            "import json; print(json.dumps(b.main()))\"\n"
-            "out = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True)\n"
+            f"out = subprocess.run([sys.executable, '-c', {BENCH_LLAMA70B!r}], capture_output=True, text=True,"
+            " check=True)\n"
             "print(out.stdout.strip().splitlines()[-1])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
