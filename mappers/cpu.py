@@ -4,7 +4,8 @@ Sparse kernels walk the pixels (M) in blocks; the block is the mapping's tile_m:
 * XNNPACK micro-kernels use the library's MR (32 pixels, registers);
 * the numba kernels pick the largest block whose activation panel X[K, block] fits the
   share CACHE_USE of L2 (clamped to 256…4096 pixels), never more than M, and small enough to
-  give every thread a block.
+  give every thread a block; one block plus a remainder narrower than REMAINDER_MIN of it run
+  as one block (289 pixels: one block, not 256 + 33).
 N and K are not tiled (tile_n = N, tile_k = K): each block runs over all output rows.
 """
 
@@ -21,14 +22,26 @@ from simsparse.core.sparsity import Block
 PIXEL_KERNELS = ("xnn_spmm", "xnn_spmm_block", "cpu_group", "cpu_fanin", "cpu_nm", "cpu_csr",
                  "cpu_bsr", "cpu_bitmap")
 MB_MIN, MB_MAX, MB_ALIGN = 256, 4096, 64
+# A split into one full block and a remainder narrower than this share of it runs as one block
+# (its panel grows by at most this share, still within L2): the split costs every stored weight a
+# second set-up and X-stream start for a few pixels. Measured (benchmarks/cpu_pixel_blocks.py): one
+# block is faster at 30 of 35 points, median 7 % (289 = 256 + 33, 784 = 640 + 144, 3136 = 2688 + 448
+# pixels); spreading a small remainder over several full blocks gained nothing (median ratio 1.000
+# over 90 points), so a split into several blocks is kept as it is
+# (validation/data/cpu-host/pixel-blocks-fold-all-20261124T0907Z.json)
+REMAINDER_MIN = 0.25
 
 
-def numba_block(m: int, k: int, dtype_bytes: float, l2_bytes: float, threads: int = 1) -> int:
-    """Pixels per block for the numba kernels: the X[K, block] panel fills CACHE_USE of L2."""
+def numba_block(m: int, k: int, dtype_bytes: float, l2_bytes: float, threads: int = 1,
+                remainder_min: float = REMAINDER_MIN) -> int:
+    """Pixels per block for the numba kernels: the X[K, block] panel fills CACHE_USE of L2; one
+    block and a remainder narrower than `remainder_min` of it run as a single block."""
     fit = int(CACHE_USE * l2_bytes / (k * dtype_bytes)) // MB_ALIGN * MB_ALIGN
     mb = min(max(fit, MB_MIN), MB_MAX)
     if threads > 1:  # at least one block per thread
         mb = min(mb, -(-math.ceil(m / threads) // 16) * 16)
+    if threads <= 1 and mb < m < (1.0 + remainder_min) * mb:
+        mb = m
     return max(1, min(mb, m))
 
 

@@ -125,6 +125,15 @@ NEW7_1X1 = [(56, 336, 784), (336, 56, 784), (272, 1632, 49), (448, 2688, 49), (2
             (1536, 2048, 100), (1824, 304, 49),
             (192, 56, 784), (672, 160, 196), (960, 272, 49), (1632, 272, 49), (448, 1792, 49), (728, 1024, 361),
             (1024, 1536, 100), (256, 728, 1369)]
+# ConvNeXt-T (stages 1-2), ViT-B/16 MLP and attention projections at 197 tokens, BERT-large at 128 tokens,
+# SqueezeNet 1.1's fire modules at 224 pixels, RegNetY-400MF, MobileNet v3-Large and MnasNet, none of whose
+# (N, K) any table above has: measured after the fourteenth fit as its third unseen check, with the pixel block
+# that folds a small remainder (mappers.cpu.REMAINDER_MIN); crc32 split: the first 8 fall in the fit half,
+# the last 8 are held out
+NEW8_1X1 = [(96, 384, 3136), (3072, 768, 197), (768, 768, 197), (1024, 4096, 128), (64, 16, 3025), (48, 48, 3136),
+            (440, 440, 49), (32, 16, 12544),
+            (192, 768, 784), (768, 3072, 197), (4096, 1024, 128), (128, 32, 729), (48, 192, 169), (104, 208, 784),
+            (208, 208, 196), (80, 184, 196)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -418,6 +427,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers5": (("new_layers5", NEW5_1X1),),
     "new_layers6": (("new_layers6", NEW6_1X1),),
     "new_layers7": (("new_layers7", NEW7_1X1),),
+    "new_layers8": (("new_layers8", NEW8_1X1),),
 }
 
 
@@ -488,15 +498,16 @@ ROTATION_CAP = 32  # operand copies a point rotates over, at most (the default p
 COLD_ROTATION_CAP = 4096  # with --cold: enough copies that even the smallest layer's set is 2x the LLC
 
 
-def build(pt: Point, seed: int = 0, cold: bool = False,
-          copies: int | None = None) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
+def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = None,
+          mb: int | None = None) -> tuple[Callable[[int], Any], int, dict[str, Any]]:
     """Operands for one point rotated over enough copies; returns (call(i), copies, facts).
 
     Default: at most ROTATION_CAP copies of one encoded weight (a small layer's whole rotation can
     then stay in the LLC, and a branchy kernel sees the same mask every call). ``cold``: copies up
     to twice the LLC whatever the layer's size, each copy a different mask of the same pattern
     (as the layers of a network are), so no call finds its operands cached or its branch
-    sequence learned from the call before. `copies` fixes the rotation (the state probe's sweep)."""
+    sequence learned from the call before. `copies` fixes the rotation (the state probe's sweep);
+    `mb` the pixel block (default: the mapper's, ``mappers.cpu.numba_block``)."""
     cap = COLD_ROTATION_CAP if cold else ROTATION_CAP
     from mappers.cpu import numba_block
     from simsparse.core import formats as F
@@ -549,7 +560,7 @@ def build(pt: Point, seed: int = 0, cold: bool = False,
     mask = spars.mask((n, k), seed) if not dense else np.ones((n, k), bool)
     wd = (mask * rng.standard_normal((n, k))).astype(np.float32)
     x = rng.standard_normal((k, m), dtype=np.float32)
-    mb = numba_block(m, k, 4, l2, 1)
+    mb = mb or numba_block(m, k, 4, l2, 1)
     if pt.kernel == "cpu_dense_gemm":
         encode, fn, call = (lambda w_: w_), K.dense_gemm, (lambda e, xx, yy: K.dense_gemm(e, xx, out=yy))
         mb = 0

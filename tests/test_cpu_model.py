@@ -12,7 +12,7 @@ import hwmodels
 import hwmodels.cpu as cpu
 import mappers
 from mappers.check import check_mapping
-from mappers.cpu import numba_block
+from mappers.cpu import REMAINDER_MIN, numba_block
 from simsparse.core.mapping import Mapping
 from simsparse.core.ops import ConvGeom, Op
 from simsparse.core.sparsity import NM, Activation, Block, Unstructured
@@ -145,6 +145,31 @@ def test_numba_block_fits_half_of_l2():
         assert 256 <= mb <= 4096 and (k * mb * 4 <= l2 / 2 or mb == 256)
     assert numba_block(49, 1024, 4, l2) == 49
     assert numba_block(3136, 64, 4, l2, threads=4) <= math.ceil(3136 / 4) + 15
+
+
+def test_numba_block_folds_a_small_remainder():
+    l2 = 2**20
+    # K = 768: half of L2 holds 170 pixels of X -> the 256-pixel floor; 289 = 256 + 33 and 33 < 256 / 4,
+    # so the 33 pixels join the block: one block of 289
+    assert numba_block(289, 768, 4, l2, remainder_min=0.0) == 256
+    assert numba_block(289, 768, 4, l2) == 289
+    # K = 48: 0.5 MiB / 192 B = 2730 -> 2688 pixels; 3136 = 2688 + 448, 448 < 672: one block
+    assert numba_block(3136, 48, 4, l2) == 3136
+    # K = 64: 2048-pixel blocks; 3136 = 2048 + 1088, a remainder over a quarter block: kept
+    assert numba_block(3136, 64, 4, l2) == 2048
+    # K = 512: 784 = 3 x 256 + 16: several full blocks are kept as they are
+    assert numba_block(784, 512, 4, l2) == 256
+
+
+@given(st.integers(1, 60_000), st.integers(1, 4096), st.sampled_from([1, 2, 4, 8]))
+@settings(max_examples=300, deadline=None)
+def test_folding_only_ever_joins_one_block_and_a_small_remainder(m, k, threads):
+    l2 = 2**20
+    plain = numba_block(m, k, 4, l2, threads, remainder_min=0.0)
+    mb = numba_block(m, k, 4, l2, threads)
+    if mb != plain:  # folded: the split was one full block + a remainder under a quarter of it
+        assert threads == 1 and mb == m and plain < m < plain * (1 + REMAINDER_MIN)
+    assert mb <= plain * (1 + REMAINDER_MIN)  # the panel grows by at most a quarter
 
 
 def test_decode_width_caps_instruction_rate():
