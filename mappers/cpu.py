@@ -24,11 +24,11 @@ PIXEL_KERNELS = ("xnn_spmm", "xnn_spmm_block", "cpu_group", "cpu_fanin", "cpu_nm
 MB_MIN, MB_MAX, MB_ALIGN = 256, 4096, 64
 # A split into one full block and a remainder narrower than this share of it runs as one block
 # (its panel grows by at most this share, still within L2): the split costs every stored weight a
-# second set-up and X-stream start for a few pixels. Measured (benchmarks/cpu_pixel_blocks.py): one
-# block is faster at 30 of 35 points, median 7 % (289 = 256 + 33, 784 = 640 + 144, 3136 = 2688 + 448
-# pixels); spreading a small remainder over several full blocks gained nothing (median ratio 1.000
-# over 90 points), so a split into several blocks is kept as it is
-# (validation/data/cpu-host/pixel-blocks-fold-all-20261124T0907Z.json)
+# second set-up and X-stream start for a few pixels. Measured (benchmarks/cpu_pixel_blocks.py,
+# validation/data/cpu-host/pixel-blocks-20261124T0910Z.json): one block is faster at 33 of 35 points,
+# median 9 % (289 = 256 + 33, 784 = 640 + 144, 3136 = 2688 + 448 pixels). Spreading a small remainder
+# over several full blocks gained nothing (median ratio 1.000 over 90 points,
+# pixel-blocks-fold-all-20261124T0907Z.json), so a split into several blocks is kept as it is
 REMAINDER_MIN = 0.25
 
 
