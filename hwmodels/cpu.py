@@ -562,6 +562,18 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # X read starts a new L2 stream (``c_xseg`` cycles; 0 = off). A block's bw rows are bw segments
         # at the constant stride M: the stride prefetcher follows them as one stream (eleventh fit)
         cycles += n_blk * blocks * p.get("c_xseg", 0.0)
+    elif family == "numba" and spec.efficiency.get("xseg_one_block", 0.0) > 0 \
+            and panel_level(spec, k * op.m * b) != "l1":
+        # candidate, off unless the spec sets ``xseg_one_block`` (not calibrated yet; fit-half CV 80.7 vs
+        # 80.0 %, validation/data/cpu-host/README.md, session 8): with one block, a nonzero's X segment
+        # continues the previous one's stream only where the column between is touched too (probability
+        # ~d); a scattered segment longer than the 4 lines the L1 prefetcher covers (full effect from 12)
+        # waits ``c_xseg`` where it was evicted from L2, the share of panel + W past the L2 share
+        d_col = min(1.0, blocks / (math.ceil(n / bh) * math.ceil(k / bw)))
+        lines = math.ceil(bw * op.m * b / 64)
+        lenf = min(1.0, max(0.0, (lines - 4) / 8))
+        miss = max(0.0, 1.0 - CACHE_USE * spec.l2_bytes / (k * op.m * b + ws["bytes"]))
+        cycles += blocks * (1.0 - d_col) * lenf * miss * p.get("c_xseg", 0.0)
     threads = threads_of(spec, mapping)
     # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
     cycles = cycles * math.ceil(n_blk / threads) / n_blk * threads * op.batch

@@ -204,3 +204,24 @@ def test_shared_l2_binds_only_with_several_threads():
     t1 = cpu.cost(op, Mapping("xnn_spmm", tile=(32, op.n, op.k), params={"threads": 1}), sd).t_s
     t4 = cpu.cost(op, Mapping("xnn_spmm", tile=(32, op.n, op.k), params={"threads": 4}), sd).t_s
     assert t1 / t4 < 2.5  # far from 4x: the panel and weights stream from the shared L2
+
+
+def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
+    spec = hwmodels.load("host")
+    on = spec.model_copy(update={"efficiency": {**spec.efficiency, "xseg_one_block": 1.0}})
+
+    def core_s(m, s):
+        op = Op(kind="gemm", m=m, n=768, k=2048, dtype="fp32", weight=Unstructured(0.1))
+        mp = Mapping(kernel="cpu_csr", tile=(m, 768, 2048), params={"threads": 1})
+        return cpu.cost(op, mp, s).breakdown_s["core"]
+
+    # 49 pixels: a 196-byte segment is 4 lines, all covered by the L1 prefetcher: no wait
+    assert core_s(49, on) == pytest.approx(core_s(49, spec))
+    # 197 pixels: 788 B = 13 lines -> full length factor; 157,286 stored weights, each scattered with
+    # probability 1 - 0.1; panel 2048 x 197 x 4 B + CSR weights, past half of the 1 MiB L2
+    stored = 768 * 2048 * 0.1
+    w_bytes = cpu._weight_stats(Op(kind="gemm", m=197, n=768, k=2048, dtype="fp32", weight=Unstructured(0.1)),
+                                "cpu_csr")["bytes"]
+    miss = 1 - 0.5 * 2**20 / (2048 * 197 * 4 + w_bytes)
+    extra_cycles = stored * 0.9 * 1.0 * miss * cpu.params(spec, "numba")["c_xseg"]
+    assert core_s(197, on) - core_s(197, spec) == pytest.approx(extra_cycles / spec.clock_hz, rel=1e-6)
