@@ -43,10 +43,7 @@ def changed_shapes(l2: int) -> list[tuple[int, int, int, int, int]]:
     out = set()
     for table in TABLES.values():
         for _, layers in table:
-            for layer in layers:
-                if len(layer) != 3:
-                    continue
-                k, n, m = layer
+            for k, n, m in layers:
                 split, folded = numba_block(m, k, 4, l2, 1, remainder_min=0.0), numba_block(m, k, 4, l2, 1)
                 if split != folded:
                     out.add((m, n, k, split, folded))

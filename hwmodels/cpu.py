@@ -556,29 +556,29 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         interleave = bh if kernel == "cpu_bsr" else 1
         per_update = c_nnz + axpy / n_blk
         cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
+    # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
+    level = panel_level(spec, k * min(mb, op.m) * b)
+    rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
+    d_blk = min(1.0, blocks / (rows_b * cols_b)) if rows_b * cols_b else 0.0  # share of stored blocks
     if family == "numba" and n_blk > 1:
         # split pixels: X[k, block] is mb of the M floats of row k, so consecutive nonzeros' segments
         # are M floats apart (one block: rows back to back, one ascending stream); every stored block's
         # X read starts a new L2 stream (``c_xseg`` cycles; 0 = off). A block's bw rows are bw segments
         # at the constant stride M: the stride prefetcher follows them as one stream (eleventh fit)
         cycles += n_blk * blocks * p.get("c_xseg", 0.0)
-    elif family == "numba" and spec.efficiency.get("xseg_one_block", 0.0) > 0 \
-            and panel_level(spec, k * op.m * b) != "l1":
+    elif family == "numba" and spec.efficiency.get("xseg_one_block", 0.0) > 0 and level != "l1":
         # candidate, off unless the spec sets ``xseg_one_block`` (not calibrated yet; fit-half CV 80.7 vs
         # 80.0 %, validation/data/cpu-host/README.md, session 8): with one block, a nonzero's X segment
         # continues the previous one's stream only where the column between is touched too (probability
         # ~d); a scattered segment longer than the 4 lines the L1 prefetcher covers (full effect from 12)
         # waits ``c_xseg`` where it was evicted from L2, the share of panel + W past the L2 share
-        d_col = min(1.0, blocks / (math.ceil(n / bh) * math.ceil(k / bw)))
         lines = math.ceil(bw * op.m * b / 64)
         lenf = min(1.0, max(0.0, (lines - 4) / 8))
         miss = max(0.0, 1.0 - CACHE_USE * spec.l2_bytes / (k * op.m * b + ws["bytes"]))
-        cycles += blocks * (1.0 - d_col) * lenf * miss * p.get("c_xseg", 0.0)
+        cycles += blocks * (1.0 - d_blk) * lenf * miss * p.get("c_xseg", 0.0)
     threads = threads_of(spec, mapping)
     # pixel blocks are split over threads; the busiest thread takes ceil(blocks / threads)
     cycles = cycles * math.ceil(n_blk / threads) / n_blk * threads * op.batch
-    # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
-    level = panel_level(spec, k * min(mb, op.m) * b)
     bytes_panel = op.batch * blocks * bw * op.m * b  # one X row segment per block column, every block
     if family == "xnn" and not _xnn_operands_fit_l1(op, spec, ws, mb):
         # XNNPACK walks all of W (values + offsets) once per MR-pixel block: when W and the X panel
@@ -593,8 +593,6 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # loads of X stall the loop, while Y's stores drain through the store buffer, their
     # write-allocate fill overlapping later work (Y_TIME_FACTOR; fit-half evidence in
     # validation/data/cpu-host/README.md)
-    rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)
-    d_blk = min(1.0, blocks / (rows_b * cols_b)) if rows_b * cols_b else 0.0
     k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
     bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + Y_TIME_FACTOR * op.m * n * b)
     t_seg = 0.0

@@ -24,8 +24,8 @@ measured with one process per pass; the fit half reaches 86 %). It was met on tw
 the fit on layers it never saw (18 and 19: 90.4 % of 334 held-out rows), and missed on the next two
 (21 and 22: 63.1 and 74.2 %, transformer-sized projections and layers of 16-64 pixels; the four unseen
 campaigns before 18, against earlier fits, read 70-83 %): see validation/data/cpu-host/README.md
-("fourteenth fit", "campaigns 18 and 19", "campaign 21", "campaign 22"). The target is kept as a strict xfail, so it turns into a failure (XPASS)
-the day it holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such
+("fourteenth fit", "campaigns 18 and 19", "campaign 21", "campaign 22"). The target is kept as a strict
+xfail, so it turns into a failure (XPASS) the day it holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such
 as nn-Meter reports), 90.3 % of the sums are within ±10 %: guarded below too.
 """
 
@@ -190,7 +190,8 @@ UNSEEN_BY_FOURTEENTH_FIT = {
     # campaign 18 0.902, campaign 19 0.907)
     "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.88, 0.065),
     # 21, 22, measured with the mapper's new pixel block: ViT / BERT / GPT-2 / T5 projections at 128-197
-    # tokens (modelled 7-20 % too fast where the X rows one output row touches overflow L1) and MobileViT's
+    # tokens (modelled 7-20 % too fast: scattered X segments of 8-13 lines refetched from L2 / L3, see the
+    # pinned sweeps in validation/data/cpu-host/README.md) and MobileViT's
     # layers at 16-64 pixels; far below the target, guarded so it can only improve. Reached: 0.685 / 0.093
     # (327 rows; campaign 21 0.631, campaign 22 0.742)
     "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.65, 0.10),
