@@ -35,9 +35,9 @@ The free parameters are per-work-unit cycle costs of the kernel families (hwmode
                   1 / (1 + (copies x bytes per call / l3_keep_bytes)^l3_keep_hill) of a call's traffic
                   hits L3 (LRU-like cliff; exp(-copies x bytes per call / l3_keep_bytes) without l3_keep_hill)
 
-Five structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
+Six structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
 or chosen by cross-validation on the fit half): x_seg_lines, x_seg_first_block_only, gemm.m_tail_rows,
-l3_keep_hill, gemm.gemv_packs.
+l3_keep_hill, xseg_one_block, gemm.gemv_packs.
 
 They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only. With ``--state``
 the machine-state parameters (STATE_PARAMS: l3_keep_bytes, dram_eff) get one value per campaign;
@@ -98,6 +98,15 @@ PRESET_PARAMS = {
                           "twelfth fit. The pinned rotation sweep alone (l3-survival-20261124T002710Z.json: h = 2 / 3 / 4 "
                           "rms 0.125 / 0.10 / 0.10 with one capacity per series) preferred 3: a campaign's L3 share also "
                           "moves within the campaign, which softens the cliff its rows see on average"),
+    # 1: with one pixel block, a stored weight's X segment that does not continue the previous one's
+    # stream (probability ~1 - block density) and is longer than the L1 prefetcher's reach waits
+    # ``numba.c_xseg`` where panel + W overflow half of L2 (hwmodels.cpu._spmm_cost); absent: only
+    # split pixel blocks pay c_xseg
+    "xseg_one_block": (1.0, "chosen by 5-fold leave-shapes-out cross-validation on the reproducible fit half of "
+                            "campaigns 2-5 and 8-22 (3980 rows; share within +-10 %: off 80.0 %, on 80.7 %; MAPE "
+                            "6.9 / 6.6 %), after the pinned density x pixels x K sweep "
+                            "(panel-sweep-density-20261124T1031Z.json: 8-23 cycles per stored weight missing at 128-197 "
+                            "pixels, none at 49); validation/data/cpu-host/README.md, fifteenth fit"),
     # OpenBLAS sgemv (M = 1) reads W in place, row blocks straight from memory: no packing
     "gemm.gemv_packs": (0.0, "structural: OpenBLAS sgemv_t / sgemv_n kernels (kernel/x86_64/sgemv_*_4.c) read the "
                              "matrix in place (only x, K floats, is copied); validation/data/cpu-host/README.md, "

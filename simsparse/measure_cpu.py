@@ -142,6 +142,15 @@ NEW9_1X1 = [(768, 2304, 128), (1024, 3072, 197), (384, 1152, 197), (192, 576, 19
             (168, 168, 784), (168, 408, 784), (144, 288, 256),
             (512, 2048, 128), (288, 144, 256), (192, 384, 64), (240, 480, 16), (408, 408, 196), (72, 168, 3136),
             (408, 912, 196), (1120, 128, 196)]
+# transformer projections at 128 / 257 tokens (T5-small's fused QKV, T5 v1.1-base's feed-forward, Qwen2-0.5B's
+# attention and MLP, TinyLlama-1.1B's attention, ViT-H/14's attention output), LeViT-128S's stage-3 MLP at 16
+# tokens, MobileViT-XS's stage-4 MLP per patch position and ShuffleNet v2 1.0x's stage-2 1x1 convs, none of whose
+# (N, K) any table above has: measured after the fifteenth fit as its unseen check; crc32 split: the first 8
+# fall in the fit half, the last 8 are held out
+NEW10_1X1 = [(768, 384, 16), (240, 120, 64), (512, 1536, 128), (768, 2048, 128), (2048, 768, 128), (896, 896, 128),
+             (4864, 896, 128), (1280, 1280, 257),
+             (384, 768, 16), (120, 240, 64), (58, 58, 784), (24, 58, 3136), (896, 4864, 128), (2048, 2048, 128),
+             (2048, 256, 128), (896, 128, 128)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -437,6 +446,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers7": (("new_layers7", NEW7_1X1),),
     "new_layers8": (("new_layers8", NEW8_1X1),),
     "new_layers9": (("new_layers9", NEW9_1X1),),
+    "new_layers10": (("new_layers10", NEW10_1X1),),
 }
 
 
