@@ -219,7 +219,10 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
         # bp_keep: hard branch outcomes the predictor keeps across repeated scans (branch_learned; 0 = off)
         return {"c_byte": 2.0, "c_bit": 1.0, "c_miss": 0.0, "bp_keep": 0.0}
     if family == "cpu_bsr":
-        return {"c_blk": 4 / ld + 4}  # block-column index load + loop nest setup per block
+        # c_blk: block-column index load + loop nest setup per block. chain_free_pixels: pixel loops of
+        # at most this many pixels pay no accumulator chain (c_chain) in the BSR kernel: the code LLVM
+        # emits for it there does not wait on the row's previous store (0 = every loop pays, as CSR's)
+        return {"c_blk": 4 / ld + 4, "chain_free_pixels": 0.0}
     if family == "cpu_nm":
         return {"c_grp": 2.0}  # group loop: counter, base column, branch
     if family == "gemm":  # register-blocked GEMM micro-kernel (mr x nr tile, FMA bound)
@@ -555,7 +558,9 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # is one vector) leaves the chain as the bound; a long one hides it
         interleave = bh if kernel == "cpu_bsr" else 1
         per_update = c_nnz + axpy / n_blk
-        cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
+        chained = kernel != "cpu_bsr" or min(mb, op.m) > params(spec, "cpu_bsr")["chain_free_pixels"]
+        if chained:
+            cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
     # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
     level = panel_level(spec, k * min(mb, op.m) * b)
     rows_b, cols_b = math.ceil(n / bh), math.ceil(k / bw)

@@ -35,9 +35,9 @@ The free parameters are per-work-unit cycle costs of the kernel families (hwmode
                   1 / (1 + (copies x bytes per call / l3_keep_bytes)^l3_keep_hill) of a call's traffic
                   hits L3 (LRU-like cliff; exp(-copies x bytes per call / l3_keep_bytes) without l3_keep_hill)
 
-Six structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
+Seven structural constants are set before the fit (PRESET_PARAMS: measured, read from the library,
 or chosen by cross-validation on the fit half): x_seg_lines, x_seg_first_block_only, gemm.m_tail_rows,
-l3_keep_hill, xseg_one_block, gemm.gemv_packs.
+l3_keep_hill, xseg_one_block, cpu_bsr.chain_free_pixels, gemm.gemv_packs.
 
 They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only. With ``--state``
 the machine-state parameters (STATE_PARAMS: l3_keep_bytes, dram_eff) get one value per campaign;
@@ -107,6 +107,12 @@ PRESET_PARAMS = {
                             "6.9 / 6.6 %), after the pinned density x pixels x K sweep "
                             "(panel-sweep-density-20261124T1031Z.json: 8-23 cycles per stored weight missing at 128-197 "
                             "pixels, none at 49); validation/data/cpu-host/README.md, fifteenth fit"),
+    # BSR pixel loops of at most this many pixels pay no accumulator chain (hwmodels.cpu._spmm_cost)
+    "cpu_bsr.chain_free_pixels": (16.0, "measured: pinned sweep on core 1 of this host, N = 384, K = 768 (a fit-half "
+                                        "shape), M = 8-64 (chain-sweep-20261124T1253Z.json): BSR 1x4 updates cost "
+                                        "7.3 / 6.8 cycles per stored weight at 8 pixels and 8.8 / 9.2 at 16 (density "
+                                        "0.1 / 0.5), against 14.2-14.6 at 24 and 32 pixels and CSR's 12.8-16.4 "
+                                        "(fitted c_chain 11.4); validation/data/cpu-host/README.md, campaign 23"),
     # OpenBLAS sgemv (M = 1) reads W in place, row blocks straight from memory: no packing
     "gemm.gemv_packs": (0.0, "structural: OpenBLAS sgemv_t / sgemv_n kernels (kernel/x86_64/sgemv_*_4.c) read the "
                              "matrix in place (only x, K floats, is copied); validation/data/cpu-host/README.md, "
@@ -346,7 +352,7 @@ def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS,
         if base in TOP_LEVEL:
             start.append(spec.efficiency.get(base, START.get(base, 1.0)))
         else:
-            start.append(cpu.params(spec, fam)[key] or START.get(base, 1.0))
+            start.append(cpu.params(spec, fam).get(key) or START.get(base, 1.0))
     start = np.maximum(np.array(start, dtype=float), 1e-9)
     meas = np.log(np.array([r["t_median_s"] for r in rows]))
     # log-space parameters keep every cycle cost positive; bounded ones are clipped inside

@@ -207,7 +207,8 @@ def test_shared_l2_binds_only_with_several_threads():
 
 
 def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
-    spec = hwmodels.load("host")
+    host = hwmodels.load("host")
+    spec = host.model_copy(update={"efficiency": {k: v for k, v in host.efficiency.items() if k != "xseg_one_block"}})
     on = spec.model_copy(update={"efficiency": {**spec.efficiency, "xseg_one_block": 1.0}})
 
     def core_s(m, s):
@@ -225,3 +226,27 @@ def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
     miss = 1 - 0.5 * 2**20 / (2048 * 197 * 4 + w_bytes)
     extra_cycles = stored * 0.9 * 1.0 * miss * cpu.params(spec, "numba")["c_xseg"]
     assert core_s(197, on) - core_s(197, spec) == pytest.approx(extra_cycles / spec.clock_hz, rel=1e-6)
+
+
+def test_bsr_short_pixel_loops_pay_no_accumulator_chain():
+    host = hwmodels.load("host")
+    eff = {k: v for k, v in host.efficiency.items() if k != "cpu_bsr.chain_free_pixels"}
+    eff.update({"numba.c_chain": 40.0, "cpu_bsr.c_blk": 0.0})  # a chain far above the per-update work
+    every = host.model_copy(update={"efficiency": eff})
+    short = host.model_copy(update={"efficiency": {**eff, "cpu_bsr.chain_free_pixels": 16.0}})
+    p = cpu.params(every, "numba")
+
+    def core_cycles(m, s, kernel="cpu_bsr", block=(1, 4)):
+        w = Block(*block, 0.25) if kernel == "cpu_bsr" else Unstructured(0.25)
+        op = Op(kind="gemm", m=m, n=64, k=64, dtype="fp32", weight=w)
+        mp = Mapping(kernel=kernel, tile=(m, 64, 64), params={"threads": 1})
+        return cpu.cost(op, mp, s).breakdown_s["core"] * s.clock_hz
+
+    stored = 64 * 64 * 0.25  # 1x4 blocks at block density 0.25: 256 blocks of 4
+    # 16 pixels, under the 64-float main body: two 8-float epilogue trips, so an update costs
+    # c_nnz + 2 c_tail; the chain adds the rest of 40
+    chain = stored * (40.0 - p["c_nnz"] - 2 * p["c_tail"])
+    assert core_cycles(16, every) - core_cycles(16, short) == pytest.approx(chain, rel=1e-9)
+    # from 17 pixels on the chain is paid again; CSR pays it at every length
+    assert core_cycles(24, every) == pytest.approx(core_cycles(24, short), rel=1e-12)
+    assert core_cycles(16, every, "cpu_csr") == pytest.approx(core_cycles(16, short, "cpu_csr"), rel=1e-12)
