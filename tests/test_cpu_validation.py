@@ -19,14 +19,14 @@ is predicted on its campaign's state.
 
 The bounds below are the figures reached with the current host fit (plus a small margin), not
 the issue's target of 90 % of held-out points within ±10 %. That target is NOT met over all campaigns
-(fourteenth fit: 80.4 % with the rule, 74.7 % without, over twenty-one campaigns; 81.0 % on campaigns 15-22,
-measured with one process per pass; the fit half reaches 86 %). It was met on two campaigns measured after
-the fit on layers it never saw (18 and 19: 90.4 % of 334 held-out rows), and missed on the next two
-(21 and 22: 63.1 and 74.2 %, transformer-sized projections and layers of 16-64 pixels; the four unseen
-campaigns before 18, against earlier fits, read 70-83 %): see validation/data/cpu-host/README.md
-("fourteenth fit", "campaigns 18 and 19", "campaign 21", "campaign 22"). The target is kept as a strict
-xfail, so it turns into a failure (XPASS) the day it holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such
-as nn-Meter reports), 90.3 % of the sums are within ±10 %: guarded below too.
+(sixteenth fit: 80.1 % with the rule, 74.4 % without, over twenty-three campaigns; 79.9 % on campaigns 15-24,
+measured with one process per pass; the fit half reaches 85 %). It was met on two campaigns measured after
+the fourteenth fit on layers no fit had seen (18 and 19: 90.4 % of 334 held-out rows), and missed on the four
+since (21 and 22: 63.1 and 74.2 %, transformer-sized projections and layers of 16-64 pixels; 23, against the
+fifteenth fit: 65.5 %; 24, against the sixteenth: 73.3 %): see validation/data/cpu-host/README.md
+("fourteenth fit" on). The target is kept as a strict xfail, so it turns into a failure (XPASS) the day it
+holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such as nn-Meter
+reports), 88.7 % of the sums are within ±10 %: guarded below too.
 """
 
 from __future__ import annotations
@@ -46,18 +46,18 @@ from simsparse.calibrate_cpu import (
 )
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
-# Fourteenth fit (calibration-20261124T070543Z, campaigns 2-5 and 8-17 fit half, per-campaign machine
-# state, Cauchy loss; the states of campaigns 18-22 added from their fit halves) over the held-out rows
-# of all twenty-one campaigns: MAPE 0.069, within 0.804 with the rule (4550 rows); 0.082 / 0.747 without
-# (6011); per kernel act_gemv 0.083, bitmap 0.078, bsr 0.064, csr 0.080, dense 0.040, nm 0.057; winner
-# 0.969 (0.967 without). (Nineteen campaigns: 0.067 / 0.813; thirteenth fit, sixteen: 0.069 / 0.807.)
-HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.069 (4550 rows)
-HELD_OUT_WITHIN = 0.79  # reached: 0.804
-HELD_OUT_MAPE_ALL = 0.09  # without the rule (6011 rows): 0.082
-HELD_OUT_WITHIN_ALL = 0.72  # reached: 0.747
+# Sixteenth fit (calibration-20261124T1324Z, campaigns 2-5 and 8-23 fit half, per-campaign machine state,
+# Cauchy loss; the state of campaign 24 added from its fit half) over the held-out rows of all twenty-three
+# campaigns: MAPE 0.0705, within 0.801 with the rule (4868 rows); 0.083 / 0.744 without (6380); per kernel
+# act_gemv 0.084, bitmap 0.080, bsr 0.064, csr 0.083, dense 0.040, nm 0.056; winner 0.970 (0.969 without).
+# (Fourteenth fit, twenty-one campaigns: 0.069 / 0.804; fifteenth, twenty-two: 0.071 / 0.804.)
+HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.0705 (4868 rows)
+HELD_OUT_WITHIN = 0.79  # reached: 0.801
+HELD_OUT_MAPE_ALL = 0.09  # without the rule (6380 rows): 0.083
+HELD_OUT_WITHIN_ALL = 0.72  # reached: 0.744
 KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.085, "cpu_bsr": 0.07, "cpu_csr": 0.095,
-               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.083 0.078 0.064 0.080 0.040 0.057
-WINNER_AGREEMENT = 0.95  # reached: 0.969 (0.967 without the rule)
+               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.084 0.080 0.064 0.083 0.040 0.056
+WINNER_AGREEMENT = 0.95  # reached: 0.970 (0.969 without the rule)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_quiet_campaign_reproduces(held_out_all):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target (>= 90 % of held-out points within ±10 %) not met: "
-                                       "80.4 % with the quality rule, 74.7 % without (see the module docstring)")
+                                       "80.1 % with the quality rule, 74.4 % without (see the module docstring)")
 def test_issue_target_ninety_percent_within_ten(held_out):
     _, _, rep = held_out
     assert rep.within >= 0.90
@@ -139,12 +139,12 @@ def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
     rows, pred = one_process_per_pass
     assert len({r["campaign"] for r in rows}) >= 5 and len(rows) >= 1000
     rep = report(rows, pred)
-    assert rep.within >= 0.79  # reached: 0.810 (1691 rows, campaigns 15-22; 0.840 on 15-20)
-    assert rep.mape <= 0.072  # reached: 0.068
+    assert rep.within >= 0.78  # reached: 0.799 (2009 rows, campaigns 15-24; 0.810 on 15-22 with the fourteenth fit)
+    assert rep.mape <= 0.072  # reached: 0.070
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target not met on the one-process-per-pass campaigns either: "
-                                       "81.0 % of 1691 held-out rows (see the module docstring)")
+                                       "79.9 % of 2009 held-out rows (see the module docstring)")
 def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
     assert report(*one_process_per_pass).within >= 0.90
 
@@ -183,24 +183,27 @@ def networks():
     return network_report(rows, pred, "validate"), network_report(rows, pred, None)
 
 
-# Campaigns measured after the fourteenth fit was committed, on 1x1 layers no earlier table had; their
-# held-out layers stay held out in any later fit. (campaigns, floor on within ±10 %, ceiling on MAPE):
-UNSEEN_BY_FOURTEENTH_FIT = {
-    # 18, 19: DenseNet bottlenecks; EfficientNet-B4/B5 and Xception. Reached: 0.904 / 0.054 (334 rows;
-    # campaign 18 0.902, campaign 19 0.907)
-    "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.88, 0.065),
-    # 21, 22, measured with the mapper's new pixel block: ViT / BERT / GPT-2 / T5 projections at 128-197
-    # tokens (modelled 7-20 % too fast: scattered X segments of 8-13 lines refetched from L2 / L3, see the
-    # pinned sweeps in validation/data/cpu-host/README.md) and MobileViT's
-    # layers at 16-64 pixels; far below the target, guarded so it can only improve. Reached: 0.685 / 0.093
-    # (327 rows; campaign 21 0.631, campaign 22 0.742)
-    "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.65, 0.10),
+# Campaigns measured after a fit was committed, on 1x1 layers no earlier table had; their held-out layers
+# stay held out in any later fit (the sixteenth fit has all their fit halves). Per group: (campaigns, floor
+# on within ±10 %, ceiling on MAPE), reached with the sixteenth fit:
+MEASURED_AFTER_A_FIT = {
+    # 18, 19 (after the fourteenth fit): DenseNet bottlenecks; EfficientNet-B4/B5 and Xception. Reached:
+    # 0.898 / 0.054 (334 rows; unseen score with the fourteenth fit 0.904)
+    "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.87, 0.065),
+    # 21, 22 (after the fourteenth fit, with the mapper's new pixel block): ViT / BERT / GPT-2 / T5 projections
+    # at 128-197 tokens and MobileViT's layers at 16-64 pixels; far below the target, guarded so it can only
+    # improve. Reached: 0.734 / 0.084 (327 rows; unseen score 0.685 / 0.093)
+    "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.70, 0.095),
+    # 23 (after the fifteenth fit) and 24 (after the sixteenth): T5 / Qwen2 / TinyLlama / Pythia / Phi-2 / ViT-H
+    # projections, LeViT at 16 tokens, MobileViT-XS, ShuffleNet v2, RegNetY-800MF, EfficientNet-B5 / V2-S,
+    # YOLOv5s at 25,600 pixels. Reached: 0.704 / 0.084 (318 rows; unseen scores 0.655 and 0.733)
+    "llm_and_new_cnn": (("kernels-20261124T123657Z", "kernels-20261124T132833Z"), 0.68, 0.095),
 }
 
 
-@pytest.mark.parametrize("which", sorted(UNSEEN_BY_FOURTEENTH_FIT))
+@pytest.mark.parametrize("which", sorted(MEASURED_AFTER_A_FIT))
 def test_campaigns_measured_after_the_fit_do_not_regress(held_out, which):
-    campaigns, within, mape = UNSEEN_BY_FOURTEENTH_FIT[which]
+    campaigns, within, mape = MEASURED_AFTER_A_FIT[which]
     rows, pred, _ = held_out
     idx = [i for i, r in enumerate(rows) if r["campaign"] in campaigns]
     rep = report([rows[i] for i in idx], pred[idx])
@@ -212,6 +215,6 @@ def test_campaigns_measured_after_the_fit_do_not_regress(held_out, which):
 def test_network_sums_of_held_out_layers_do_not_regress(networks):
     held_out, every = networks
     assert held_out["n"] >= 500 and set(held_out["per_kernel"]) >= {"cpu_csr", "cpu_bsr", "cpu_dense_gemm"}
-    assert held_out["within"] >= 0.88  # reached: 0.903 (576 sums, MAPE 0.054)
+    assert held_out["within"] >= 0.87  # reached: 0.887 (576 sums, MAPE 0.055; fourteenth fit 0.903)
     assert held_out["mape"] <= 0.06
     assert every["within"] >= 0.92  # reached: 0.938 (MAPE 0.036; fit-half layers in-sample)
