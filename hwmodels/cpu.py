@@ -555,11 +555,11 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # next update of that row waits for it: store-to-load forwarding + multiply-add latency,
         # ``c_chain`` cycles per update. Updates of other rows between two of one row's (the bh rows of
         # a block, interleaved) run in parallel. A short axpy (few pixels: an LLM SpMM at 16 tokens
-        # is one vector) leaves the chain as the bound; a long one hides it
+        # is one vector) leaves the chain as the bound; a long one hides it. The BSR kernel's loops of at
+        # most ``cpu_bsr.chain_free_pixels`` pixels escape it (measured, chain-sweep-20261124T1253Z.json)
         interleave = bh if kernel == "cpu_bsr" else 1
         per_update = c_nnz + axpy / n_blk
-        chained = kernel != "cpu_bsr" or min(mb, op.m) > params(spec, "cpu_bsr")["chain_free_pixels"]
-        if chained:
+        if kernel != "cpu_bsr" or min(mb, op.m) > params(spec, "cpu_bsr")["chain_free_pixels"]:
             cycles += n_blk * stored * max(0.0, p["c_chain"] / interleave - per_update)
     # the activation panel X[K, block] is reused by every output row; where it lives sets the feed
     level = panel_level(spec, k * min(mb, op.m) * b)

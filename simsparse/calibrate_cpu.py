@@ -352,7 +352,7 @@ def fit(rows: list[dict[str, Any]], spec, params: tuple[str, ...] = FREE_PARAMS,
         if base in TOP_LEVEL:
             start.append(spec.efficiency.get(base, START.get(base, 1.0)))
         else:
-            start.append(cpu.params(spec, fam).get(key) or START.get(base, 1.0))
+            start.append(cpu.params(spec, fam)[key] or START.get(base, 1.0))
     start = np.maximum(np.array(start, dtype=float), 1e-9)
     meas = np.log(np.array([r["t_median_s"] for r in rows]))
     # log-space parameters keep every cycle cost positive; bounded ones are clipped inside

@@ -160,6 +160,14 @@ NEW11_1X1 = [(1536, 256, 128), (2048, 6144, 16), (784, 784, 49), (256, 1536, 49)
              (1280, 3840, 257), (128, 768, 196),
              (1536, 1536, 128), (1536, 8960, 16), (8960, 1536, 16), (144, 144, 784), (64, 144, 3136),
              (176, 1056, 196), (304, 1824, 49), (32, 32, 25600)]
+# small-LLM projections at 128 tokens (SmolLM-135M and -360M, Gemma-3-270M: attention, KV and MLP), Llama-3.2-1B's
+# MLP at 16 tokens, EfficientFormer-L1's stage-3 MLP and DenseNet-161's bottlenecks (blocks 1-2), none of whose
+# (N, K) any table above has: measured after campaign 24 as a second unseen check of the sixteenth fit; crc32
+# split: the first 8 fall in the fit half, the last 8 are held out
+NEW12_1X1 = [(1536, 576, 128), (576, 192, 128), (2560, 960, 128), (960, 960, 128), (2048, 640, 128), (640, 1024, 128),
+             (336, 192, 3136), (672, 192, 784),
+             (576, 1536, 128), (576, 576, 128), (960, 2560, 128), (640, 2048, 128), (640, 256, 128), (2048, 8192, 16),
+             (224, 896, 196), (240, 192, 3136)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -457,6 +465,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers9": (("new_layers9", NEW9_1X1),),
     "new_layers10": (("new_layers10", NEW10_1X1),),
     "new_layers11": (("new_layers11", NEW11_1X1),),
+    "new_layers12": (("new_layers12", NEW12_1X1),),
 }
 
 
