@@ -377,7 +377,10 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     once, in order) runs at the stream bandwidth with its few FLOPs hidden under it. `dram_level`
     names the DRAM rate of the compulsory traffic (default: "stream" for a streaming kernel, else
     "dram")."""
-    t_core = cycles / (spec.clock_hz * threads)
+    # the share of the core's nominal clock the caller gets (``core_speed``, 1 = all of it): on a shared
+    # host it moves with the other tenants (SMT sibling, frequency), a per-campaign state of the host spec
+    speed = spec.efficiency.get("core_speed", 1.0)
+    t_core = cycles / (spec.clock_hz * threads * speed)
     # DRAM time: bytes at the achieved bandwidth, plus a start-up per discontiguous run (a new
     # prefetch stream pays latency before it reaches bandwidth; ``dram_run_s``, 0 = not modelled)
     warm = l3_resident_share(spec, mapping, bytes_dram)
@@ -386,7 +389,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
                              + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra) \
         + warm * bytes_dram / _bw(spec, "l3")
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
-    t_panel = bytes_panel / _panel_bw(spec, panel, threads) if panel != "l1" else 0.0
+    t_panel = bytes_panel / _panel_bw(spec, panel, threads) / speed if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
     overlap = 1.0 if stream else spec.efficiency.get("mem_overlap", 1.0)
     # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`

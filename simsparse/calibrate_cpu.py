@@ -118,7 +118,7 @@ PRESET_PARAMS = {
                              "matrix in place (only x, K floats, is copied); validation/data/cpu-host/README.md, "
                              "seventh fit"),
 }
-BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2.0), "gemv_stream_eff": (0.2, 2.0),
+BOUNDS = {"core_speed": (0.7, 1.3), "gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2.0), "gemv_stream_eff": (0.2, 2.0),
           "mem_overlap": (0.0, 1.0),
           # a branch mispredict costs a pipeline refill: Zen 4 ~11-13 cycles, other cores 8-20
           "cpu_bitmap.c_miss": (4.0, 30.0),
@@ -135,7 +135,7 @@ BOUNDS = {"gemm.eff": (0.05, 1.0), "dram_eff": (0.2, 2.0), "stream_eff": (0.2, 2
 START = {"numba.c_chain": 12.0, "dram_run_s": 1e-7, "x_seg_s": 2e-8, "l3_keep_bytes": 16e6, "cpu_bitmap.c_miss": 12.0,
          "cpu_bitmap.bp_keep": 2e4}
 TOP_LEVEL = ("dram_eff", "stream_eff", "gemv_stream_eff", "mem_overlap", "dram_run_s", "x_seg_s", "x_seg_lines",
-             "x_seg_first_block_only", "l3_keep_bytes", "l3_keep_hill", "xseg_one_block")  # spec.efficiency keys without a family prefix
+             "x_seg_first_block_only", "l3_keep_bytes", "l3_keep_hill", "xseg_one_block", "core_speed")  # spec.efficiency keys without a family prefix
 TOLERANCE = 0.10  # "within ±10 %"
 # Robust loss of the least-squares fit on log(predicted / measured) and its scale (scipy least_squares).
 # Cauchy flattens out past the scale, so the fit serves the bulk of the rows rather than pulling toward
@@ -155,14 +155,15 @@ LOADED_CAMPAIGNS = ("kernels-20261123T184506Z",)
 # seventh): never fitted on, whichever files are passed; their two halves are only reported
 UNSEEN_CAMPAIGNS = ("kernels-20261123T231041Z", "kernels-20261123T233630Z")
 # Machine-state parameters (``state=True``): how much of the shared L3 this VM keeps between two uses
-# of a rotated operand set, and its share of DRAM bandwidth, move with the host's other tenants from
-# one session to the next (validation/data/cpu-host/README.md, campaigns 9 and 10). Each campaign then
+# of a rotated operand set, its share of DRAM bandwidth and its share of the core's clock move with the
+# host's other tenants from one session to the next (validation/data/cpu-host/README.md, campaigns 9 and
+# 10; the clock share since the seventeenth fit, chosen by fit-half CV in session 10). Each campaign then
 # gets its own values, fitted on its own fit-half rows together with the global cycle costs, and its
 # held-out rows are predicted with them; a campaign outside the global fit (unseen, loaded) gets its
 # state from its fit-half rows with the global costs frozen. The spec stores every campaign's state
 # under "<param>@<campaign>" keys (the model reads only the plain keys, which hold the newest
 # campaign's state: the machine as last measured).
-STATE_PARAMS = ("l3_keep_bytes", "dram_eff")
+STATE_PARAMS = ("l3_keep_bytes", "dram_eff", "core_speed")
 
 
 def pass_diff(row: dict[str, Any]) -> float:

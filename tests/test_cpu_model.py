@@ -225,7 +225,9 @@ def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
                                 "cpu_csr")["bytes"]
     miss = 1 - 0.5 * 2**20 / (2048 * 197 * 4 + w_bytes)
     extra_cycles = stored * 0.9 * 1.0 * miss * cpu.params(spec, "numba")["c_xseg"]
-    assert core_s(197, on) - core_s(197, spec) == pytest.approx(extra_cycles / spec.clock_hz, rel=1e-6)
+    # on the host's fitted share of the clock (core_speed)
+    core_hz = spec.clock_hz * spec.efficiency.get("core_speed", 1.0)
+    assert core_s(197, on) - core_s(197, spec) == pytest.approx(extra_cycles / core_hz, rel=1e-6)
 
 
 def test_bsr_short_pixel_loops_pay_no_accumulator_chain():
@@ -240,7 +242,7 @@ def test_bsr_short_pixel_loops_pay_no_accumulator_chain():
         w = Block(*block, 0.25) if kernel == "cpu_bsr" else Unstructured(0.25)
         op = Op(kind="gemm", m=m, n=64, k=64, dtype="fp32", weight=w)
         mp = Mapping(kernel=kernel, tile=(m, 64, 64), params={"threads": 1})
-        return cpu.cost(op, mp, s).breakdown_s["core"] * s.clock_hz
+        return cpu.cost(op, mp, s).breakdown_s["core"] * s.clock_hz * s.efficiency.get("core_speed", 1.0)
 
     stored = 64 * 64 * 0.25  # 1x4 blocks at block density 0.25: 256 blocks of 4
     # 16 pixels, under the 64-float main body: two 8-float epilogue trips, so an update costs
@@ -250,3 +252,18 @@ def test_bsr_short_pixel_loops_pay_no_accumulator_chain():
     # from 17 pixels on the chain is paid again; CSR pays it at every length
     assert core_cycles(24, every) == pytest.approx(core_cycles(24, short), rel=1e-12)
     assert core_cycles(16, every, "cpu_csr") == pytest.approx(core_cycles(16, short, "cpu_csr"), rel=1e-12)
+
+
+def test_core_speed_scales_on_chip_time_only():
+    # a campaign's share of the core's clock (host state ``core_speed``) stretches core and cache time by
+    # 1 / share and leaves DRAM time alone
+    full = _ideal("host")
+    half = full.model_copy(update={"efficiency": {**full.efficiency, "core_speed": 0.5}})
+    gemm = Op.gemm(64, 32, 128, dtype="fp32")  # compute bound: 16384 cycles (hand count above)
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1})
+    assert cpu.cost(gemm, mp, half).t_s == pytest.approx(2 * 16384 / full.clock_hz, rel=1e-9)
+    slow_mem = full.replace(dram_bw_gbps=0.001)  # 1 MB/s: DRAM bound by far
+    slow_half = slow_mem.model_copy(update={"efficiency": {**slow_mem.efficiency, "core_speed": 0.5}})
+    assert cpu.cost(gemm, mp, slow_half).breakdown_s["dram"] == pytest.approx(
+        cpu.cost(gemm, mp, slow_mem).breakdown_s["dram"], rel=1e-12)
+    assert 0.9 <= hwmodels.load("host").efficiency["core_speed"] <= 1.1  # the newest campaign's fitted share

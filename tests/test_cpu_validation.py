@@ -52,12 +52,12 @@ from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 # kernel act_gemv 0.084, bitmap 0.079, bsr 0.064, csr 0.082, dense 0.039, nm 0.056; winner 0.970 (0.970 without).
 # (Fourteenth fit, twenty-one campaigns: 0.069 / 0.804; fifteenth, twenty-two: 0.071 / 0.804.)
 HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.070 (5054 rows)
-HELD_OUT_WITHIN = 0.79  # reached: 0.803
+HELD_OUT_WITHIN = 0.79  # reached: 0.805 (seventeenth fit)
 HELD_OUT_MAPE_ALL = 0.09  # without the rule (6572 rows): 0.082
 HELD_OUT_WITHIN_ALL = 0.72  # reached: 0.749
 KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.085, "cpu_bsr": 0.07, "cpu_csr": 0.095,
-               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.084 0.079 0.064 0.082 0.039 0.056
-WINNER_AGREEMENT = 0.95  # reached: 0.970 (0.970 without the rule)
+               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.083 0.080 0.064 0.081 0.042 0.056
+WINNER_AGREEMENT = 0.95  # reached: 0.969 (0.968 without the rule)
 
 
 @pytest.fixture(scope="module")
@@ -185,19 +185,19 @@ def networks():
 
 # Campaigns measured after a fit was committed, on 1x1 layers no earlier table had; their held-out layers
 # stay held out in any later fit (the sixteenth fit has all their fit halves). Per group: (campaigns, floor
-# on within ±10 %, ceiling on MAPE), reached with the sixteenth fit:
+# on within ±10 %, ceiling on MAPE), reached with the seventeenth fit:
 MEASURED_AFTER_A_FIT = {
     # 18, 19 (after the fourteenth fit): DenseNet bottlenecks; EfficientNet-B4/B5 and Xception. Reached:
-    # 0.898 / 0.054 (334 rows; unseen score with the fourteenth fit 0.904)
+    # 0.895 / 0.055 (334 rows; unseen score with the fourteenth fit 0.904)
     "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.87, 0.065),
     # 21, 22 (after the fourteenth fit, with the mapper's new pixel block): ViT / BERT / GPT-2 / T5 projections
     # at 128-197 tokens and MobileViT's layers at 16-64 pixels; far below the target, guarded so it can only
-    # improve. Reached: 0.734 / 0.084 (327 rows; unseen score 0.685 / 0.093)
+    # improve. Reached: 0.737 / 0.083 (327 rows; unseen score 0.685 / 0.093)
     "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.70, 0.095),
     # 23 (after the fifteenth fit), 24 and 25 (after the sixteenth): T5 / Qwen2 / TinyLlama / Pythia / Phi-2 /
     # ViT-H / SmolLM / Gemma-3 / Llama-3.2 projections, LeViT at 16 tokens, MobileViT-XS, ShuffleNet v2,
     # RegNetY-800MF, EfficientNet-B5 / V2-S, EfficientFormer-L1, DenseNet-161, YOLOv5s at 25,600 pixels.
-    # Reached: 0.756 / 0.074 (504 rows; unseen scores 0.655, 0.733 and 0.844)
+    # Reached: 0.758 / 0.074 (504 rows; unseen scores 0.655, 0.733 and 0.844)
     "llm_and_new_cnn": (("kernels-20261124T123657Z", "kernels-20261124T132833Z", "kernels-20261124T135956Z"),
                         0.73, 0.085),
 }
@@ -217,6 +217,6 @@ def test_campaigns_measured_after_the_fit_do_not_regress(held_out, which):
 def test_network_sums_of_held_out_layers_do_not_regress(networks):
     held_out, every = networks
     assert held_out["n"] >= 500 and set(held_out["per_kernel"]) >= {"cpu_csr", "cpu_bsr", "cpu_dense_gemm"}
-    assert held_out["within"] >= 0.87  # reached: 0.887 (576 sums, MAPE 0.055; fourteenth fit 0.903)
+    assert held_out["within"] >= 0.87  # reached: 0.875 (576 sums, MAPE 0.055; fourteenth fit 0.903)
     assert held_out["mape"] <= 0.06
-    assert every["within"] >= 0.92  # reached: 0.938 (MAPE 0.036; fit-half layers in-sample)
+    assert every["within"] >= 0.92  # reached: 0.929 (MAPE 0.036; fit-half layers in-sample)
