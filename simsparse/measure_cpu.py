@@ -168,6 +168,13 @@ NEW12_1X1 = [(1536, 576, 128), (576, 192, 128), (2560, 960, 128), (960, 960, 128
              (336, 192, 3136), (672, 192, 784),
              (576, 1536, 128), (576, 576, 128), (960, 2560, 128), (640, 2048, 128), (640, 256, 128), (2048, 8192, 16),
              (224, 896, 196), (240, 192, 3136)]
+# campaign 26 (after the seventeenth fit): ConvNeXt-Nano MLPs (timm convnext_nano: dims 80 / 160 / 320 / 640, 4x
+# MLP), Qwen2.5-3B MLP and Gemma-2-2B projections at 128 tokens (hidden 2048 / 2304, 8 KV heads x 128 / 4 x 256),
+# Gemma-2-2B MLP at 16 tokens (9216), EfficientNet-B2 expand / project convs (widths 88, 120, 208)
+NEW13_1X1 = [(80, 320, 3136), (320, 80, 3136), (160, 640, 784), (640, 2560, 49), (2560, 640, 49),
+             (2048, 11008, 128), (11008, 2048, 128), (2048, 2304, 128), (2304, 1024, 128),
+             (2304, 9216, 16), (9216, 2304, 16),
+             (528, 88, 196), (120, 720, 196), (720, 120, 196), (208, 1248, 49), (2304, 2048, 128)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -466,6 +473,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers10": (("new_layers10", NEW10_1X1),),
     "new_layers11": (("new_layers11", NEW11_1X1),),
     "new_layers12": (("new_layers12", NEW12_1X1),),
+    "new_layers13": (("new_layers13", NEW13_1X1),),
 }
 
 
