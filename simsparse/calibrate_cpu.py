@@ -40,7 +40,7 @@ or chosen by cross-validation on the fit half): x_seg_lines, x_seg_first_block_o
 l3_keep_hill, xseg_one_block, cpu_bsr.chain_free_pixels, gemm.gemv_packs.
 
 They are fitted by least squares on log(predicted / measured) of the ``fit`` rows only. With ``--state``
-the machine-state parameters (STATE_PARAMS: l3_keep_bytes, dram_eff) get one value per campaign;
+the machine-state parameters (STATE_PARAMS: l3_keep_bytes, dram_eff, core_speed) get one value per campaign;
 ``--add-states`` fits the state of a new campaign on its fit half with all else frozen; ``--cv K``
 cross-validates a structure on the fit half (how every structural choice is made).
 Memory bandwidths, clock, ports and cache sizes are not fitted: they come from the probe.
