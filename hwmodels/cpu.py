@@ -321,7 +321,11 @@ def block_steps(m: int, mb: int, lane: float) -> tuple[int, float, float]:
 # --- cost -----------------------------------------------------------------------------------
 
 
-def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: float) -> float:
+MAX_EVICT_ITER = 50  # fixed-point steps of a call time that sets its own L3 evictions
+
+
+def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: float,
+                      seconds_per_call: float = 0.0) -> float:
     """Share of a call's compulsory traffic still in the last-level cache from the call before.
 
     A caller that rotates over ``mapping.params['rotation_copies']`` operand copies (a timing
@@ -333,12 +337,18 @@ def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: fl
     replaces least-recently-used lines instead: a rotation that fits the kept capacity survives whole
     and one that overflows it is evicted before its reuse, a cliff at F = C of steepness h (the share
     kept is 1 / (1 + (F / C)^h); h -> infinity is exact LRU, the softening is the other tenants'
-    share of the L3 varying over time)."""
+    share of the L3 varying over time).
+
+    Other work inserts lines too, at ``l3_evict_bps`` bytes per second (spec efficiency; absent = 0):
+    the other tenants of a shared L3 run whatever the caller does, so between two uses of one copy
+    (copies x `seconds_per_call`) they insert that rate times the elapsed time on top of the rotation's
+    own bytes. A short call's copy comes back before the others have evicted it; a long call's does
+    not, at the same footprint."""
     copies = float(mapping.params.get("rotation_copies", 0) or 0) if mapping is not None else 0.0
     keep = spec.efficiency.get("l3_keep_bytes", 0.0)
     if copies <= 0 or keep <= 0 or bytes_per_call <= 0:
         return 0.0
-    footprint = copies * bytes_per_call
+    footprint = copies * (bytes_per_call + spec.efficiency.get("l3_evict_bps", 0.0) * max(seconds_per_call, 0.0))
     hill = spec.efficiency.get("l3_keep_hill", 0.0)
     if hill > 0:  # LRU-like: survives while the rotation fits the kept capacity
         return 1.0 / (1.0 + (footprint / keep) ** hill)
@@ -383,18 +393,33 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     t_core = cycles / (spec.clock_hz * threads * speed)
     # DRAM time: bytes at the achieved bandwidth, plus a start-up per discontiguous run (a new
     # prefetch stream pays latency before it reaches bandwidth; ``dram_run_s``, 0 = not modelled)
-    warm = l3_resident_share(spec, mapping, bytes_dram)
     level = dram_level or ("stream" if stream else "dram")
-    t_dram = (1.0 - warm) * (bytes_dram / _bw(spec, level)
-                             + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra) \
-        + warm * bytes_dram / _bw(spec, "l3")
+    t_cold = bytes_dram / _bw(spec, level) + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra
+    t_l3 = bytes_dram / _bw(spec, "l3")
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
     t_panel = bytes_panel / _panel_bw(spec, panel, threads) / speed if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
     overlap = 1.0 if stream else spec.efficiency.get("mem_overlap", 1.0)
-    # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
-    t_body = max(t_onchip, t_dram) + (1.0 - overlap) * min(t_onchip, t_dram)
-    t = t_call + t_body
+
+    def timed(t_guess: float) -> tuple[float, float]:
+        """(call time, DRAM time) when a call of `t_guess` seconds sets how long other work evicts for."""
+        warm = l3_resident_share(spec, mapping, bytes_dram, t_guess)
+        t_dram = (1.0 - warm) * t_cold + warm * t_l3
+        # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
+        return t_call + max(t_onchip, t_dram) + (1.0 - overlap) * min(t_onchip, t_dram), t_dram
+
+    t, t_dram = timed(0.0)
+    if spec.efficiency.get("l3_evict_bps", 0.0) > 0 and bytes_dram > 0:
+        # the call time sets the eviction and the eviction the call time: iterate from the shortest
+        # call up to the smallest fixed point (a contraction: evictions move the time only through
+        # the resident share, far less than one for one)
+        for _ in range(MAX_EVICT_ITER):
+            t_next, t_dram = timed(t)
+            done = abs(t_next - t) <= 1e-6 * t
+            t = t_next
+            if done:
+                break
+    t_body = t - t_call
     if t_call > t_body:
         bound = "latency"
     elif t_dram > t_onchip:
@@ -766,4 +791,9 @@ def cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """Cost of `op` run by `mapping.kernel` on the CPU `spec` (instruction counts + memory streams)."""
     if mapping.kernel not in KERNELS:
         raise ValueError(f"kernel: got {mapping.kernel!r}; allowed: {', '.join(KERNELS)}")
-    return _FAMILY.get(mapping.kernel, _spmm_cost)(op, mapping, spec)
+    analytic = _FAMILY.get(mapping.kernel, _spmm_cost)(op, mapping, spec)
+    if not spec.residual_file:
+        return analytic
+    from hwmodels import residual  # a measured host's learned correction of the analytic cost
+
+    return residual.apply(op, mapping, spec, analytic)

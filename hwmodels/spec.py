@@ -221,6 +221,7 @@ class CPUSpec(HardwareSpec):
     l1_outstanding_misses: float = Field(default=0.0, ge=0)
     isa_features: list[str] = Field(default_factory=list)  # e.g. avx512f, avx512_vnni, dotprod
     probe_file: str = ""  # for a measured host: the probe file its numbers come from
+    residual_file: str = ""  # for a measured host: its learned correction (hwmodels/residual.py), in specs/
 
     @property
     def simd_issue_per_clk(self) -> float:

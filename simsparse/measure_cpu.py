@@ -175,6 +175,13 @@ NEW13_1X1 = [(80, 320, 3136), (320, 80, 3136), (160, 640, 784), (640, 2560, 49),
              (2048, 11008, 128), (11008, 2048, 128), (2048, 2304, 128), (2304, 1024, 128),
              (2304, 9216, 16), (9216, 2304, 16),
              (528, 88, 196), (120, 720, 196), (720, 120, 196), (208, 1248, 49), (2304, 2048, 128)]
+# Fourteenth table (campaign 27, the first unseen check of the learned residual): RegNetY-1.6GF (336, 888,
+# 120-wide stages), RegNetX-800MF (288, 672), DenseNet-121 bottlenecks (352 / 448 inputs), GPT-2 XL MLP at 64
+# tokens, Phi-3-mini projections at 128 tokens, Mistral-7B projections at 16 tokens; no (N, K) of an earlier table
+NEW14_1X1 = [(336, 336, 196), (888, 888, 49), (120, 120, 784), (48, 120, 3136), (120, 336, 784),
+             (288, 288, 196), (672, 672, 49), (352, 128, 784), (448, 128, 784), (1600, 6400, 64),
+             (3072, 8192, 128), (8192, 3072, 128), (3072, 9216, 128),
+             (4096, 14336, 16), (14336, 4096, 16), (4096, 6144, 16)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -474,6 +481,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers11": (("new_layers11", NEW11_1X1),),
     "new_layers12": (("new_layers12", NEW12_1X1),),
     "new_layers13": (("new_layers13", NEW13_1X1),),
+    "new_layers14": (("new_layers14", NEW14_1X1),),
 }
 
 

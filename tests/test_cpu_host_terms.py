@@ -20,7 +20,7 @@ MiB = 2**20
 
 def _spec(**eff: float):
     """host with only the given efficiency keys (no calibrated values in the way)."""
-    return hwmodels.load("host").replace(efficiency=dict(eff))
+    return hwmodels.load("host").replace(residual_file="").replace(efficiency=dict(eff))
 
 
 def _extra_dram(op, mp, spec) -> float:
@@ -76,6 +76,42 @@ def test_l3_resident_traffic_moves_at_l3_bandwidth():
     l3_bw = spec.l3_bw_bytes_per_clk * spec.clock_hz
     assert cold.breakdown_s["dram"] == pytest.approx(nbytes / dram_bw, rel=1e-9)
     assert warm.breakdown_s["dram"] == pytest.approx(0.5 * nbytes / dram_bw + 0.5 * nbytes / l3_bw, rel=1e-9)
+
+
+def test_other_work_evicts_in_proportion_to_the_time_between_uses():
+    # 4 copies x 1 MiB, 8 MiB kept, LRU-like h = 3; other work inserts 1000 MiB/s. A call of 1 ms leaves
+    # 4 ms between two uses of a copy: 4 MiB of its own + 4 MiB of others' = 8 MiB = C, half kept.
+    # A call of 0 s: only its own 4 MiB, 8/9 kept (test_l3_share_lru_cliff).
+    spec = _spec(l3_keep_bytes=8 * MiB, l3_keep_hill=3.0, l3_evict_bps=1000.0 * MiB)
+    mp = Mapping("cpu_csr", params={"threads": 1, "rotation_copies": 4})
+    assert cpu.l3_resident_share(spec, mp, 1 * MiB, 1e-3) == pytest.approx(0.5, rel=1e-12)
+    assert cpu.l3_resident_share(spec, mp, 1 * MiB, 0.0) == pytest.approx(8 / 9, rel=1e-12)
+    # 3 ms: 4 + 12 = 16 MiB = 2 C, 1/9 kept
+    assert cpu.l3_resident_share(spec, mp, 1 * MiB, 3e-3) == pytest.approx(1 / 9, rel=1e-12)
+
+
+def test_call_time_is_the_fixed_point_of_its_own_evictions():
+    # dense GEMM 64 x 64 x 64 fp32 (49152 compulsory bytes), 32 copies. The modelled time t must satisfy
+    # t = on-chip + DRAM(kept share at t) with the share kept 1 / (1 + (32 (B + R t) / C)^2): recompute
+    # the right-hand side by hand from the returned breakdown.
+    op = Op.gemm(64, 64, 64, dtype="fp32")
+    nbytes = 3 * 64 * 64 * 4
+    keep, rate = 2.0 * MiB, 5e9
+    spec = _spec(l3_keep_bytes=keep, l3_keep_hill=2.0, l3_evict_bps=rate, mem_overlap=0.0)
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1, "rotation_copies": 32})
+    c = cpu.cost(op, mp, spec)
+    t = c.t_s
+    share = 1.0 / (1.0 + (32 * (nbytes + rate * t) / keep) ** 2)
+    dram_bw = spec.dram_bw_gbps * 1e9
+    l3_bw = spec.l3_bw_bytes_per_clk * spec.clock_hz
+    t_dram = (1 - share) * nbytes / dram_bw + share * nbytes / l3_bw
+    assert c.breakdown_s["dram"] == pytest.approx(t_dram, rel=1e-5)
+    on_chip = max(c.breakdown_s["core"], c.breakdown_s["panel"])
+    assert t == pytest.approx(c.breakdown_s["call"] + on_chip + t_dram, rel=1e-5)
+    # other work only ever evicts: the call is slower than without it, faster than fully cold
+    still = cpu.cost(op, mp, _spec(l3_keep_bytes=keep, l3_keep_hill=2.0, mem_overlap=0.0)).t_s
+    cold = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1}), _spec(mem_overlap=0.0)).t_s
+    assert still < t < cold
 
 
 # --- bitmap: mispredicted bit tests ---------------------------------------------------------------
@@ -187,7 +223,7 @@ def test_split_pixels_pay_a_new_stream_per_x_segment():
     # 10 cycles = 81,920 cycles of core time; BSR 1x4 at block density 0.5: 64 rows x 32 block columns
     # x 0.5 = 1024 blocks, each reading 4 X rows at the constant stride M, which the stride prefetcher
     # follows as one stream: 1024 x 2 blocks x 10 cycles = 20,480 cycles
-    spec = hwmodels.load("host")
+    spec = hwmodels.load("host").replace(residual_file="")
     base = _spec()
     on = _spec(**{"numba.c_xseg": 10.0})
     op = Op.gemm(100, 64, 128, dtype="fp32", weight=Unstructured(0.5))
@@ -223,14 +259,14 @@ def test_m_remainder_runs_on_narrow_kernels():
     eff = {"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0}
     op = Op.gemm(49, 4, 64, dtype="fp32")
     mp = Mapping("cpu_dense_gemm", params={"threads": 1})
-    padded = cpu.cost(op, mp, hwmodels.load("host").replace(efficiency=eff, **ideal))
-    narrow = cpu.cost(op, mp, hwmodels.load("host").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal))
+    padded = cpu.cost(op, mp, hwmodels.load("host").replace(residual_file="").replace(efficiency=eff, **ideal))
+    narrow = cpu.cost(op, mp, hwmodels.load("host").replace(residual_file="").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal))
     assert padded.cycles == pytest.approx(64 * 4 * 64 / 16, rel=1e-6)
     assert narrow.cycles == pytest.approx(53 * 4 * 64 / 16, rel=1e-6)
     # a multiple of 16 has no remainder: unchanged
     op48 = Op.gemm(48, 4, 64, dtype="fp32")
-    a = cpu.cost(op48, mp, hwmodels.load("host").replace(efficiency=eff, **ideal)).cycles
-    b = cpu.cost(op48, mp, hwmodels.load("host").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal)).cycles
+    a = cpu.cost(op48, mp, hwmodels.load("host").replace(residual_file="").replace(efficiency=eff, **ideal)).cycles
+    b = cpu.cost(op48, mp, hwmodels.load("host").replace(residual_file="").replace(efficiency={**eff, "gemm.m_tail_rows": 4.0}, **ideal)).cycles
     assert a == pytest.approx(b, rel=1e-12) == pytest.approx(48 * 4 * 64 / 16, rel=1e-6)
 
 

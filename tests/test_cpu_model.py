@@ -24,9 +24,10 @@ SPARSE_KERNELS = ["xnn_spmm", "cpu_csr", "cpu_bitmap"]
 
 
 def _ideal(spec_name: str = "host", **eff: float):
-    """A spec whose memory is infinitely fast and whose GEMM runs at the FMA rate."""
+    """A spec whose memory is infinitely fast and whose GEMM runs at the FMA rate (the analytic model
+    alone: no learned correction)."""
     s = hwmodels.load(spec_name)
-    return s.replace(dram_bw_gbps=1e12, efficiency={"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0,
+    return s.replace(dram_bw_gbps=1e12, residual_file="", efficiency={"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0,
                                                     **eff})
 
 
@@ -93,6 +94,11 @@ def test_denser_never_cheaper_on_the_same_mapping(m, n, k, d1, d2, kernel, spec_
     lo, hi = sorted((d1, d2))
     sparse, dense = (Op.gemm(m, n, k, dtype="fp32", weight=Unstructured(d)) for d in (lo, hi))
     if mappers.search.legal_kernels(sparse, spec)[kernel] is not None:
+        return
+    if kernel == "cpu_bitmap" and hi > 0.5:
+        # past half density the bitmap's bit tests grow predictable again (every bit set at d = 1: none
+        # mispredicts), so a denser bitmap can be cheaper when the axpys are short; the mispredict sweep
+        # (validation/data/cpu-host/mispredict-sweep-20261124T1540Z.json) measures that price
         return
     for mapping in mappers.candidates(sparse, spec, kernel):
         assert cpu.cost(dense, mapping, spec).t_s >= cpu.cost(sparse, mapping, spec).t_s * (1 - 1e-12)
@@ -207,7 +213,7 @@ def test_shared_l2_binds_only_with_several_threads():
 
 
 def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
-    host = hwmodels.load("host")
+    host = hwmodels.load("host").replace(residual_file="")
     spec = host.model_copy(update={"efficiency": {k: v for k, v in host.efficiency.items() if k != "xseg_one_block"}})
     on = spec.model_copy(update={"efficiency": {**spec.efficiency, "xseg_one_block": 1.0}})
 
@@ -231,7 +237,7 @@ def test_one_block_scattered_segment_wait_is_off_unless_the_spec_sets_it():
 
 
 def test_bsr_short_pixel_loops_pay_no_accumulator_chain():
-    host = hwmodels.load("host")
+    host = hwmodels.load("host").replace(residual_file="")
     eff = {k: v for k, v in host.efficiency.items() if k != "cpu_bsr.chain_free_pixels"}
     eff.update({"numba.c_chain": 40.0, "cpu_bsr.c_blk": 0.0})  # a chain far above the per-update work
     every = host.model_copy(update={"efficiency": eff})

@@ -24,7 +24,7 @@ def _row(campaign: str, copies: int = 1) -> dict:
 
 
 def _bare(**eff: float):
-    return hwmodels.load("host").replace(efficiency=dict(eff))
+    return hwmodels.load("host").replace(residual_file="").replace(efficiency=dict(eff))
 
 
 def test_states_are_read_from_campaign_keys():
