@@ -4,6 +4,7 @@ the other half (shared/MEASURING.md: split by shape, never tune on the validatio
     python -m simsparse.calibrate_cpu [files…] [--spec host] [--state] [--write-spec] [--out FILE]
     python -m simsparse.calibrate_cpu --cv 5 [--state]
     python -m simsparse.calibrate_cpu --add-states
+    python -m simsparse.calibrate_cpu --residual
 
 The free parameters are per-work-unit cycle costs of the kernel families (hwmodels/cpu.py):
 
@@ -46,6 +47,10 @@ the machine-state parameters (STATE_PARAMS: l3_evict_bps, dram_eff, core_speed) 
 ``--add-states`` fits the state of a new campaign on its fit half with all else frozen; ``--cv K``
 cross-validates a structure on the fit half (how every structural choice is made).
 Memory bandwidths, clock, ports and cache sizes are not fitted: they come from the probe.
+
+``--residual`` then trains the learned correction of the fitted analytic model (hwmodels/residual.py):
+gradient-boosted trees on log(measured / analytic) of the reproducible fit-half rows, stored as
+hwmodels/specs/<spec>-residual.json (needs scikit-learn, in the ``dev`` extra). Retrain it after every fit.
 """
 
 from __future__ import annotations
@@ -565,9 +570,10 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
 
 RESIDUAL_KERNELS = ("cpu_csr", "cpu_bsr", "cpu_bitmap", "cpu_nm", "cpu_dense_gemm", "cpu_act_gemv")
 # gradient-boosted trees on log(measured / analytic), absolute-error loss (the robust choice, as the
-# Cauchy loss of the analytic fit). Chosen by 5-fold leave-shapes-out CV on the reproducible fit half
-# (within +-10 %: depth 3 / 200 trees 88.8 %, depth 4 / 300 89.7 %, depth 6 / 300 90.9 %, depth 8 / 400
-# 91.4 %, 63 leaves / 500 trees 92.1 %); validation/data/cpu-host/README.md, residual learner
+# Cauchy loss of the analytic fit). Chosen by 5-fold leave-shapes-out CV on the reproducible fit half of
+# campaigns 2-5 and 8-27, 4815 rows (within +-10 %: depth 3 / 200 trees 88.9 %, depth 6 / 300 91.6 %, 31 leaves /
+# 500 trees 92.2 %, 63 leaves / 500 92.4 %, 127 leaves / 500 92.4 %; the analytic model alone, in sample, 85.7 %);
+# validation/data/cpu-host/README.md, "A learned residual"
 RESIDUAL_TREES = {"max_leaf_nodes": 63, "max_depth": None, "learning_rate": 0.05, "max_iter": 500,
                   "min_samples_leaf": 15, "l2_regularization": 1.0}
 

@@ -11,23 +11,25 @@ is any point whose own two passes differ by more than 10 % — such a point cann
 claim. The fit used the reproducible fit-half rows only. Results are guarded with the rule and
 without it.
 
-Machine state (tenth fit on): how much of the shared L3 and of DRAM bandwidth this VM gets moves
-with the host's other tenants from one session to the next, so every campaign carries its own
-`l3_keep_bytes` / `dram_eff` / `core_speed`, fitted on that campaign's own fit-half rows (for an unseen campaign,
-with every other value frozen) and stored in host.yaml under "<param>@<campaign>"; each held-out row
-is predicted on its campaign's state.
+Machine state (tenth fit on): how much of DRAM bandwidth and of the core's clock this VM gets, and how fast
+the host's other work evicts its lines from the shared L3, move from one session to the next, so every campaign
+carries its own `l3_evict_bps` / `dram_eff` / `core_speed` (eighteenth fit on; `l3_keep_bytes` before), fitted
+on that campaign's own fit-half rows (for an unseen campaign, with every other value frozen) and stored in
+host.yaml under "<param>@<campaign>"; each held-out row is predicted on its campaign's state.
 
-The bounds below are the figures reached with the current host fit (plus a small margin), not
-the issue's target of 90 % of held-out points within ±10 %. That target is NOT met over all campaigns
-(seventeenth fit: 80.4 % with the rule, 74.8 % without, over twenty-five campaigns; 80.3 % on campaigns 15-26,
-measured with one process per pass; the fit half reaches 85 %). It was met on two campaigns measured after
-the fourteenth fit on layers no fit had seen (18 and 19: 90.4 % of 334 held-out rows), and missed on the five
-since (21 and 22: 63.1 and 74.2 %, transformer-sized projections and layers of 16-64 pixels; 23, against the
-fifteenth fit: 65.5 %; 24 and 25, against the sixteenth: 73.3 and 84.4 %; 26, against the seventeenth:
-79.7 %): see validation/data/cpu-host/README.md
-("fourteenth fit" on). The target is kept as a strict xfail, so it turns into a failure (XPASS) the day it
-holds. Summed over each network's held-out 1x1 layers (the figure a model-level predictor such as nn-Meter
-reports), 87.5 % of the sums are within ±10 %: guarded below too.
+Learned residual (session 11): host.yaml names `host-residual.json`, gradient-boosted trees trained on the
+analytic model's log residual over the reproducible fit-half rows (hwmodels/residual.py). The held-out rows
+are shapes it never saw. The figures below are those of the full host model (analytic + residual); the
+analytic model alone is guarded too, so it cannot rot behind the correction.
+
+The bounds below are the figures reached with the current host model (plus a small margin), not the issue's
+target of 90 % of held-out points within ±10 %. That target is NOT met over all campaigns: 88.4 % with the
+rule, 82.6 % without, over twenty-six campaigns (the analytic model alone: 79.8 %). On the campaigns measured
+with one process per pass (15-27) it is 89.2 %. Campaign 27, measured after the residual was trained (no row
+of it seen), scored 76.5 % on its held-out half (analytic alone 59.2 %): see validation/data/cpu-host/README.md
+("Eighteenth fit", "A learned residual", "Campaign 27"). The target is kept as a strict xfail, so it turns
+into a failure (XPASS) the day it holds. Summed over each network's held-out 1x1 layers (the figure a
+model-level predictor such as nn-Meter reports), 92.5 % of the sums are within ±10 %: guarded below too.
 """
 
 from __future__ import annotations
@@ -47,18 +49,21 @@ from simsparse.calibrate_cpu import (
 )
 from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 
-# Seventeenth fit (calibration-20261124T1624Z, campaigns 2-5 and 8-25 fit half, per-campaign machine state
-# with the clock share, Cauchy loss; campaign 26's state added from its fit half) over the held-out rows of all
-# twenty-five campaigns: MAPE 0.070, within 0.804 with the rule (5256 rows); 0.083 / 0.748 without (6788); per
-# kernel act_gemv 0.083, bitmap 0.079, bsr 0.065, csr 0.080, dense 0.043, nm 0.055; winner 0.969 (0.969 without).
-# (Fourteenth fit, twenty-one campaigns: 0.069 / 0.804; sixteenth, twenty-four: 0.070 / 0.803.)
-HELD_OUT_MAPE = 0.075  # reached with the quality rule: 0.070 (5256 rows)
-HELD_OUT_WITHIN = 0.79  # reached: 0.804
-HELD_OUT_MAPE_ALL = 0.09  # without the rule (6788 rows): 0.083
-HELD_OUT_WITHIN_ALL = 0.72  # reached: 0.748
-KERNEL_MAPE = {"cpu_act_gemv": 0.10, "cpu_bitmap": 0.085, "cpu_bsr": 0.07, "cpu_csr": 0.095,
-               "cpu_dense_gemm": 0.06, "cpu_nm": 0.065}  # reached: 0.083 0.079 0.065 0.080 0.043 0.055
-WINNER_AGREEMENT = 0.95  # reached: 0.969 (0.969 without the rule)
+# Eighteenth fit (calibration-20261124T1840Z: campaigns 2-5 and 8-26 fit half, per-campaign eviction rate / DRAM
+# share / clock share, Cauchy loss; campaign 27's state added from its fit half) with the learned residual, over
+# the held-out rows of all twenty-six campaigns: MAPE 0.049, within 0.884 with the rule (5452 rows); 0.061 / 0.826
+# without (6984); per kernel act_gemv 0.065, bitmap 0.056, bsr 0.046, csr 0.051, dense 0.032, nm 0.046; winner
+# 0.970 (0.968 without). (Seventeenth fit, analytic only, twenty-five campaigns: 0.070 / 0.804.)
+HELD_OUT_MAPE = 0.055  # reached with the quality rule: 0.049 (5452 rows)
+HELD_OUT_WITHIN = 0.87  # reached: 0.884
+HELD_OUT_MAPE_ALL = 0.067  # without the rule (6984 rows): 0.061
+HELD_OUT_WITHIN_ALL = 0.81  # reached: 0.826
+KERNEL_MAPE = {"cpu_act_gemv": 0.08, "cpu_bitmap": 0.065, "cpu_bsr": 0.055, "cpu_csr": 0.06,
+               "cpu_dense_gemm": 0.04, "cpu_nm": 0.055}  # reached: 0.065 0.056 0.046 0.051 0.032 0.046
+WINNER_AGREEMENT = 0.95  # reached: 0.970 (0.968 without the rule)
+# the analytic model alone (residual_file cleared), same rows: 0.067 / 0.798
+ANALYTIC_MAPE = 0.072
+ANALYTIC_WITHIN = 0.78
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,31 @@ def held_out_all():
     spec = hwmodels.load("host")
     pred = predict(rows, spec, states_of(spec))  # each campaign on its own machine state
     return rows, pred, report(rows, pred)
+
+
+@pytest.fixture(scope="module")
+def held_out_analytic():
+    files = sorted(DEFAULT_OUT.glob("kernels-*.jsonl"))
+    if not files:
+        pytest.skip("no host measurements checked in")
+    rows = [r for r in load_rows(files) if r["split"] == "validate" and reproducible(r)]
+    spec = hwmodels.load("host")
+    pred = predict(rows, spec.replace(residual_file=""), states_of(spec))
+    return report(rows, pred)
+
+
+def test_analytic_model_alone_does_not_regress(held_out_analytic):
+    rep = held_out_analytic
+    assert rep.n >= 5000
+    assert rep.mape <= ANALYTIC_MAPE
+    assert rep.within >= ANALYTIC_WITHIN
+
+
+def test_the_residual_improves_on_the_analytic_model(held_out, held_out_analytic):
+    # the correction was trained on fit-half rows only: on held-out shapes it must still help
+    _, _, rep = held_out
+    assert rep.within > held_out_analytic.within + 0.05
+    assert rep.mape < held_out_analytic.mape
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +151,7 @@ def test_quiet_campaign_reproduces(held_out_all):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target (>= 90 % of held-out points within ±10 %) not met: "
-                                       "80.3 % with the quality rule, 74.9 % without (see the module docstring)")
+                                       "88.4 % with the quality rule, 82.6 % without (see the module docstring)")
 def test_issue_target_ninety_percent_within_ten(held_out):
     _, _, rep = held_out
     assert rep.within >= 0.90
@@ -140,12 +170,12 @@ def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
     rows, pred = one_process_per_pass
     assert len({r["campaign"] for r in rows}) >= 5 and len(rows) >= 1000
     rep = report(rows, pred)
-    assert rep.within >= 0.78  # reached: 0.803 (2397 rows, campaigns 15-26; 0.810 on 15-22 with the fourteenth fit)
-    assert rep.mape <= 0.072  # reached: 0.068
+    assert rep.within >= 0.87  # reached: 0.892 (2593 rows, campaigns 15-27; analytic alone 0.798)
+    assert rep.mape <= 0.055  # reached: 0.048
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target not met on the one-process-per-pass campaigns either: "
-                                       "80.3 % of 2195 held-out rows (see the module docstring)")
+                                       "89.2 % of 2593 held-out rows (see the module docstring)")
 def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
     assert report(*one_process_per_pass).within >= 0.90
 
@@ -185,23 +215,28 @@ def networks():
 
 
 # Campaigns measured after a fit was committed, on 1x1 layers no earlier table had; their held-out layers
-# stay held out in any later fit (the seventeenth fit has the fit halves of all but campaign 26). Per group: (campaigns, floor
-# on within ±10 %, ceiling on MAPE), reached with the seventeenth fit:
+# stay held out in any later fit (the eighteenth fit and its residual have the fit halves of all but campaign
+# 27). Per group: (campaigns, floor on within ±10 %, ceiling on MAPE), reached with the eighteenth fit and the
+# residual (analytic alone in brackets):
 MEASURED_AFTER_A_FIT = {
     # 18, 19 (after the fourteenth fit): DenseNet bottlenecks; EfficientNet-B4/B5 and Xception. Reached:
-    # 0.895 / 0.055 (334 rows; unseen score with the fourteenth fit 0.904)
-    "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.87, 0.065),
+    # 0.937 / 0.039 (334 rows; analytic 0.901 / 0.053; unseen score with the fourteenth fit 0.904)
+    "cnn": (("kernels-20261124T070853Z", "kernels-20261124T072626Z"), 0.91, 0.045),
     # 21, 22 (after the fourteenth fit, with the mapper's new pixel block): ViT / BERT / GPT-2 / T5 projections
-    # at 128-197 tokens and MobileViT's layers at 16-64 pixels; far below the target, guarded so it can only
-    # improve. Reached: 0.737 / 0.083 (327 rows; unseen score 0.685 / 0.093)
-    "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.70, 0.095),
+    # at 128-197 tokens and MobileViT's layers at 16-64 pixels. Reached: 0.905 / 0.052 (327 rows; analytic
+    # 0.758 / 0.080; unseen score 0.685 / 0.093)
+    "transformer_sized": (("kernels-20261124T091051Z", "kernels-20261124T101508Z"), 0.88, 0.06),
     # 23 (after the fifteenth fit), 24 and 25 (after the sixteenth), 26 (after the seventeenth): T5 / Qwen2 /
     # TinyLlama / Pythia / Phi-2 / ViT-H / SmolLM / Gemma-3 / Llama-3.2 / Qwen2.5 / Gemma-2 projections, LeViT
     # at 16 tokens, MobileViT-XS, ShuffleNet v2, RegNetY-800MF, EfficientNet-B2 / B5 / V2-S, EfficientFormer-L1,
     # DenseNet-161, ConvNeXt-Nano, YOLOv5s at 25,600 pixels.
-    # Reached: 0.769 / 0.071 (706 rows; unseen scores 0.655, 0.733, 0.844 and 0.797)
+    # Reached: 0.899 / 0.048 (706 rows; analytic 0.783 / 0.069; unseen scores 0.655, 0.733, 0.844 and 0.797)
     "llm_and_new_cnn": (("kernels-20261124T123657Z", "kernels-20261124T132833Z", "kernels-20261124T135956Z",
-                         "kernels-20261124T163251Z"), 0.74, 0.08),
+                         "kernels-20261124T163251Z"), 0.87, 0.055),
+    # 27 (after the eighteenth fit and its residual, not a row of it trained on): RegNetY-1.6GF, RegNetX-800MF,
+    # DenseNet-121, GPT-2 XL, Phi-3-mini and Mistral-7B projections. Reached: 0.765 / 0.074 (196 rows; analytic on
+    # its own analytic state 0.592 / 0.107)
+    "after_the_residual": (("kernels-20261124T184856Z",), 0.74, 0.08),
 }
 
 
@@ -211,7 +246,7 @@ def test_campaigns_measured_after_the_fit_do_not_regress(held_out, which):
     rows, pred, _ = held_out
     idx = [i for i, r in enumerate(rows) if r["campaign"] in campaigns]
     rep = report([rows[i] for i in idx], pred[idx])
-    assert rep.n >= 300
+    assert rep.n >= 150
     assert rep.within >= within
     assert rep.mape <= mape
 
@@ -219,6 +254,6 @@ def test_campaigns_measured_after_the_fit_do_not_regress(held_out, which):
 def test_network_sums_of_held_out_layers_do_not_regress(networks):
     held_out, every = networks
     assert held_out["n"] >= 500 and set(held_out["per_kernel"]) >= {"cpu_csr", "cpu_bsr", "cpu_dense_gemm"}
-    assert held_out["within"] >= 0.87  # reached: 0.875 (576 sums, MAPE 0.055; fourteenth fit 0.903)
-    assert held_out["mape"] <= 0.06
-    assert every["within"] >= 0.92  # reached: 0.929 (MAPE 0.036; fit-half layers in-sample)
+    assert held_out["within"] >= 0.90  # reached: 0.925 (576 sums, MAPE 0.043; analytic alone 0.849 / 0.059)
+    assert held_out["mape"] <= 0.05
+    assert every["within"] >= 0.95  # reached: 0.965 (MAPE 0.025; fit-half layers in-sample)
