@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from simsparse.core.mapping import Cost, Mapping
@@ -69,7 +70,7 @@ class Ensemble:
         self.kernels = tuple(data["kernels"])
         self.baseline = float(data["baseline"])
         self.source = data.get("source", "")
-        # every tree's nodes in one flat table (child indices offset to it), walked for all trees at once
+        # every tree's nodes in one flat table (child indices offset to it, -1 at a leaf)
         feat, thr, left, right, value, roots = [], [], [], [], [], []
         for t in data["trees"]:
             off = len(feat)
@@ -81,23 +82,26 @@ class Ensemble:
             value += t["value"]
         self.feature = np.asarray(feat, dtype=np.int64)
         self.threshold = np.asarray(thr, dtype=float)
-        self.leaf = np.asarray(left) < 0
-        idx = np.arange(len(feat))
-        self.left = np.where(self.leaf, idx, left)  # a leaf points to itself: walking on stays put
-        self.right = np.where(self.leaf, idx, right)
+        self.left = np.asarray(left, dtype=np.int64)
+        self.right = np.asarray(right, dtype=np.int64)
         self.value = np.asarray(value, dtype=float)
         self.roots = np.asarray(roots, dtype=np.int64)
 
     def predict(self, x: list[float]) -> float:
-        xv = np.asarray(x, dtype=float)
-        node = self.roots.copy()
-        while True:
-            inner = ~self.leaf[node]
-            if not inner.any():
-                break
-            go_left = xv[self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return self.baseline + float(self.value[node].sum())
+        return self.baseline + _walk(self.feature, self.threshold, self.left, self.right, self.value, self.roots,
+                                     np.asarray(x, dtype=float))
+
+
+@numba.njit(cache=True)
+def _walk(feature, threshold, left, right, value, roots, x):  # pragma: no cover - compiled
+    """Sum over trees of the leaf `x` reaches (the cost model's hot path: a few microseconds)."""
+    total = 0.0
+    for r in roots:
+        i = r
+        while left[i] >= 0:
+            i = left[i] if x[feature[i]] <= threshold[i] else right[i]
+        total += value[i]
+    return total
 
 
 @functools.lru_cache(maxsize=8)
