@@ -70,6 +70,8 @@ class Ensemble:
         self.kernels = tuple(data["kernels"])
         self.baseline = float(data["baseline"])
         self.source = data.get("source", "")
+        # the analytic fit it corrects: its calibrated values (machine states excluded), checked against the spec
+        self.analytic = {k: float(v) for k, v in data.get("analytic_params", {}).items()}
         # every tree's nodes in one flat table (child indices offset to it, -1 at a leaf)
         feat, thr, left, right, value, roots = [], [], [], [], [], []
         for t in data["trees"]:
@@ -86,6 +88,16 @@ class Ensemble:
         self.right = np.asarray(right, dtype=np.int64)
         self.value = np.asarray(value, dtype=float)
         self.roots = np.asarray(roots, dtype=np.int64)
+
+    def check(self, spec: Any) -> None:
+        """Refuse a spec whose analytic values are not those the ensemble was trained on (a refit without
+        retraining the residual would apply a correction of another model)."""
+        eff = spec.efficiency
+        for key, val in self.analytic.items():
+            got = eff.get(key)
+            if got is None or abs(got - val) > 1e-6 * max(abs(val), 1e-30):
+                raise ValueError(f"residual_file {spec.residual_file!r}: trained on the analytic fit with {key} = {val:g}, "
+                                 f"the spec has {got}; retrain it (python -m simsparse.calibrate_cpu --residual)")
 
     def predict(self, x: list[float]) -> float:
         return self.baseline + _walk(self.feature, self.threshold, self.left, self.right, self.value, self.roots,
@@ -113,6 +125,9 @@ def load(name: str) -> Ensemble:
     return Ensemble(json.loads(path.read_text()))
 
 
+_CHECKED: dict[str, Any] = {}  # residual file -> the efficiency table last checked against it
+
+
 def apply(op: Op, mapping: Mapping, spec: Any, cost: Cost) -> Cost:
     """`cost` times the learned correction exp(residual) where the spec names a residual file that
     covers the kernel; unchanged elsewhere. The breakdown keeps the analytic parts and adds the
@@ -123,6 +138,9 @@ def apply(op: Op, mapping: Mapping, spec: Any, cost: Cost) -> Cost:
     ens = load(name)
     if mapping.kernel not in ens.kernels or op.dtype != "fp32":
         return cost
+    if _CHECKED.get(name) is not spec.efficiency:
+        ens.check(spec)
+        _CHECKED[name] = spec.efficiency
     factor = math.exp(ens.predict(features(op, mapping, spec, cost, ens.kernels)))
     t = cost.t_s * factor
     return replace(cost, t_s=t, cycles=cost.cycles * factor, energy_j=cost.energy_j * factor,

@@ -642,6 +642,8 @@ def train_residual(spec_name: str = "host", files: list[Path] | None = None, out
     rows = [r for r in load_rows(files) if r.get("campaign") in states and r["campaign"] not in LOADED_CAMPAIGNS]
     fit_rows = [r for r in rows if r["split"] == "fit" and r["campaign"] not in UNSEEN_CAMPAIGNS and reproducible(r)]
     data = fit_residual(fit_rows, spec, states)
+    data["analytic_params"] = {k: v for k, v in spec.efficiency.items()
+                               if "@" not in k and k not in STATE_PARAMS and k not in PRESET_PARAMS}
     data["source"] = (f"simsparse.calibrate_cpu --residual: {len(data['trees'])} trees on log(measured / analytic) "
                       f"of {data['n_rows']} reproducible fit-half rows of {len({r['campaign'] for r in fit_rows})} "
                       f"campaigns, analytic model = the {spec_name} spec's calibrated values and states")

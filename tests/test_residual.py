@@ -143,3 +143,26 @@ def test_host_correction_stays_a_correction_on_cold_calls():
                     mp = mappers.candidates(op, host, kern)[0]
                     factors.append(cpu.cost(op, mp, host).t_s / cpu.cost(op, mp, bare).t_s)
     assert 0.7 <= min(factors) and max(factors) <= 1.4
+
+
+def test_a_residual_of_another_analytic_fit_is_refused(tmp_path):
+    # the file records the analytic values it was trained on; a refit spec must not reuse it silently
+    host = hwmodels.load("host")
+    data = {**_ensemble(), "analytic_params": {"numba.c_vec": host.efficiency["numba.c_vec"]}}
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(data))
+    residual.load.cache_clear()
+    op = Op.gemm(196, 64, 128, dtype="fp32", weight=Unstructured(0.5))
+    mp = Mapping("cpu_csr", tile=(196, 64, 128), params={"threads": 1})
+    cpu.cost(op, mp, host.replace(residual_file=str(path)))  # the same fit: accepted
+    refit = host.replace(residual_file=str(path), efficiency={**host.efficiency, "numba.c_vec": 9.0})
+    with pytest.raises(ValueError, match="numba.c_vec"):
+        cpu.cost(op, mp, refit)
+    residual.load.cache_clear()
+
+
+def test_the_host_file_matches_the_host_fit():
+    host = hwmodels.load("host")
+    ens = residual.load(host.residual_file)
+    assert ens.analytic  # it records the fit it corrects
+    ens.check(host)  # and the committed spec is that fit
