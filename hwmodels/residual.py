@@ -5,8 +5,8 @@ it leaves a residual that depends on the shape in ways no term of it describes (
 cpu-host/README.md). Like nn-Meter's kernel predictors, a gradient-boosted tree ensemble learns that
 residual, log(measured / modelled), from features of the op, the mapping and the analytic cost's own
 breakdown, on the fit half of the host measurements only (simsparse.calibrate_cpu --residual). It is
-plain data: a JSON file next to the spec (``residual_file``), evaluated here with numpy, no learning
-library needed at simulation time.
+plain data: a JSON file next to the spec (``residual_file``), walked here by a numba function, no
+learning library needed at simulation time.
 
 It only applies where it was trained: the spec that names it, and the kernels it lists; any other
 kernel or spec gets the analytic cost unchanged.

@@ -602,11 +602,12 @@ def fit_residual(rows: list[dict[str, Any]], spec, states: dict[str, dict[str, f
 
     from hwmodels import residual
 
+    trees = trees or RESIDUAL_TREES
     rows = [r for r in rows if r["kernel"] in RESIDUAL_KERNELS]
     X, t = residual_table(rows, spec, states)
     y = np.log(np.array([r["t_median_s"] for r in rows]) / t)
     model = HistGradientBoostingRegressor(loss="absolute_error", random_state=0, early_stopping=False,
-                                          **(trees or RESIDUAL_TREES)).fit(X, y)
+                                          **trees).fit(X, y)
     out_trees = []
     for (pred,) in model._predictors:  # one tree per boosting iteration (single output)
         nodes = pred.nodes
@@ -618,12 +619,13 @@ def fit_residual(rows: list[dict[str, Any]], spec, states: dict[str, dict[str, f
                           "value": [float(f"{v:.7g}") if lf else 0.0 for v, lf in zip(nodes["value"], leaf, strict=True)]})
     data = {"features": list(residual.FEATURES), "kernels": list(RESIDUAL_KERNELS),
             "baseline": float(np.ravel(model._baseline_prediction)[0]), "trees": out_trees,
-            "n_rows": len(rows), "hyperparameters": trees or RESIDUAL_TREES}
+            "n_rows": len(rows), "hyperparameters": trees}
     # the exported ensemble must reproduce the library's own prediction
     ens = residual.Ensemble(data)
     mine = np.array([ens.predict(list(x)) for x in X[:200]])
-    if not np.allclose(mine, model.predict(X[:200]), atol=1e-5):
-        raise RuntimeError(f"exported residual trees disagree with scikit-learn: {np.abs(mine - model.predict(X[:200])).max()}")
+    theirs = model.predict(X[:200])
+    if not np.allclose(mine, theirs, atol=1e-5):
+        raise RuntimeError(f"exported residual trees disagree with scikit-learn: {np.abs(mine - theirs).max()}")
     return data
 
 
@@ -642,8 +644,8 @@ def train_residual(spec_name: str = "host", files: list[Path] | None = None, out
     rows = [r for r in load_rows(files) if r.get("campaign") in states and r["campaign"] not in LOADED_CAMPAIGNS]
     fit_rows = [r for r in rows if r["split"] == "fit" and r["campaign"] not in UNSEEN_CAMPAIGNS and reproducible(r)]
     data = fit_residual(fit_rows, spec, states)
-    data["analytic_params"] = {k: v for k, v in spec.efficiency.items()
-                               if "@" not in k and k not in STATE_PARAMS and k not in PRESET_PARAMS}
+    # every analytic value but the machine states (which --add-states changes for a new campaign)
+    data["analytic_params"] = {k: v for k, v in spec.efficiency.items() if "@" not in k and k not in STATE_PARAMS}
     data["source"] = (f"simsparse.calibrate_cpu --residual: {len(data['trees'])} trees on log(measured / analytic) "
                       f"of {data['n_rows']} reproducible fit-half rows of {len({r['campaign'] for r in fit_rows})} "
                       f"campaigns, analytic model = the {spec_name} spec's calibrated values and states")
