@@ -182,6 +182,14 @@ NEW14_1X1 = [(336, 336, 196), (888, 888, 49), (120, 120, 784), (48, 120, 3136), 
              (288, 288, 196), (672, 672, 49), (352, 128, 784), (448, 128, 784), (1600, 6400, 64),
              (3072, 8192, 128), (8192, 3072, 128), (3072, 9216, 128),
              (4096, 14336, 16), (14336, 4096, 16), (4096, 6144, 16)]
+# Fifteenth table (campaign 28, the unseen check of the cross-fitted residual): MobileNet v3-Large (24 -> 72 at
+# 56x56, 184 -> 80) and v3-Small (16 -> 72, 24 -> 88 / 96, 96 -> 40, 120 -> 48) expand / project convs,
+# SqueezeNet 1.1 fire modules (32 -> 128 at 27x27, 384 -> 48 and 512 -> 64 at 13x13), ShuffleNet v2 x2.0 branch
+# convs (24 -> 122 at 56x56, 122 -> 122 at 28x28), RegNetX-400MF's 160-wide stage, GPT-2 large MLP at 32 tokens,
+# Llama-3.2-1B's down projection at 64 tokens; no (N, K) of an earlier table
+NEW15_1X1 = [(24, 72, 3136), (184, 80, 196), (16, 72, 3136), (24, 88, 784), (24, 96, 784), (96, 40, 196),
+             (120, 48, 196), (32, 128, 729), (384, 48, 169), (512, 64, 169), (24, 122, 3136), (122, 122, 784),
+             (160, 160, 196), (1280, 5120, 32), (5120, 1280, 32), (8192, 2048, 64)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -482,6 +490,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers12": (("new_layers12", NEW12_1X1),),
     "new_layers13": (("new_layers13", NEW13_1X1),),
     "new_layers14": (("new_layers14", NEW14_1X1),),
+    "new_layers15": (("new_layers15", NEW15_1X1),),
 }
 
 

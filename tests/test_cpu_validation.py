@@ -233,10 +233,11 @@ MEASURED_AFTER_A_FIT = {
     # Reached: 0.899 / 0.048 (706 rows; analytic 0.783 / 0.069; unseen scores 0.655, 0.733, 0.844 and 0.797)
     "llm_and_new_cnn": (("kernels-20261124T123657Z", "kernels-20261124T132833Z", "kernels-20261124T135956Z",
                          "kernels-20261124T163251Z"), 0.87, 0.055),
-    # 27 (after the eighteenth fit and its residual, not a row of it trained on): RegNetY-1.6GF, RegNetX-800MF,
-    # DenseNet-121, GPT-2 XL, Phi-3-mini and Mistral-7B projections. Reached: 0.765 / 0.074 (196 rows; analytic on
-    # its own analytic state 0.592 / 0.107)
-    "after_the_residual": (("kernels-20261124T184856Z",), 0.74, 0.08),
+    # 27 (after the eighteenth fit; unseen score with its residual 0.765 / 0.074): RegNetY-1.6GF, RegNetX-800MF,
+    # DenseNet-121, GPT-2 XL, Phi-3-mini and Mistral-7B projections. Its fit half joined the nineteenth fit and the
+    # residual; its held-out rows were all measured once (the budget ran out before their second pass), so the
+    # quality rule cannot screen them. Reached: 0.648 / 0.091 (196 rows; analytic alone 0.582 / 0.109)
+    "campaign_27": (("kernels-20261124T184856Z",), 0.62, 0.095),
 }
 
 

@@ -166,3 +166,55 @@ def test_the_host_file_matches_the_host_fit():
     ens = residual.load(host.residual_file)
     assert ens.analytic  # it records the fit it corrects
     ens.check(host)  # and the committed spec is that fit
+
+
+def _rows(shapes, kernels=("cpu_dense_gemm", "cpu_csr"), campaign="c"):
+    rows = []
+    for m, n, k in shapes:
+        for kern in kernels:
+            rows.append({"kernel": kern, "m": m, "n": n, "k": k, "dtype": "fp32", "activation_density": 1.0,
+                         "weight": {"pattern": "unstructured", "density": 1.0 if kern == "cpu_dense_gemm" else 0.1},
+                         "split": "fit", "campaign": campaign, "t_median_s": 1e-3,
+                         "mapping": {"kernel": kern, "tile": [m, n, k], "threads": 1}, "rotation_copies": 0})
+    return rows
+
+
+def test_a_shape_falls_in_one_cross_validation_group():
+    from simsparse import calibrate_cpu as cc
+
+    # every M, kernel and campaign of one (N, K) lands in the same group, so no group is scored on a
+    # shape its fit saw under another M or kernel
+    rows = _rows([(m, 256, 64) for m in (16, 196, 3136)]) + _rows([(49, 256, 64)], campaign="other")
+    assert len({cc.shape_fold(r) for r in rows}) == 1
+    many = _rows([(49, n, k) for n in range(16, 400, 8) for k in (32, 64)], kernels=("cpu_csr",))
+    assert {cc.shape_fold(r) for r in many} == set(range(cc.CV_FOLDS))
+
+
+def test_cross_fitted_table_prices_a_row_by_the_fit_that_left_its_shape_out():
+    from simsparse import calibrate_cpu as cc
+
+    rows = _rows([(196, n, 128) for n in range(64, 640, 48)])
+    # five folds whose dense GEMM efficiencies differ: a row's time must be its own group's fold's
+    fits = [{"fold": f, "params": {"gemm.eff": 0.3 + 0.1 * f}, "states": {}} for f in range(cc.CV_FOLDS)]
+    X, t = cc.oof_table(rows, "host", fits, state=False)
+    assert X.shape == (len(rows), len(residual.FEATURES))
+    for r, tr in zip(rows, t, strict=True):
+        f = cc.shape_fold(r)
+        spec = cc.fold_spec("host", fits[f], state=False)
+        assert tr == pytest.approx(cpu.cost(cc.row_op(r), cc.row_mapping(r), spec).t_s, rel=1e-12)
+    dense = [(cc.shape_fold(r), tr, r["n"]) for r, tr in zip(rows, t, strict=True) if r["kernel"] == "cpu_dense_gemm"]
+    # a compute-bound GEMM: time per FLOP falls as the fold's efficiency rises
+    per_flop = {}
+    for f, tr, n in dense:
+        per_flop.setdefault(f, []).append(tr / n)
+    means = [np.mean(per_flop[f]) for f in sorted(per_flop)]
+    assert len(means) >= 3 and all(a > b for a, b in zip(means, means[1:], strict=False))
+
+
+def test_cross_fit_needs_every_campaigns_state():
+    from simsparse import calibrate_cpu as cc
+
+    rows = _rows([(196, 64, 128)], campaign="late")
+    fits = [{"fold": f, "params": {}, "states": {"early": {"core_speed": 1.0}}} for f in range(cc.CV_FOLDS)]
+    with pytest.raises(ValueError, match="late"):
+        cc.oof_table(rows, "host", fits, state=True)
