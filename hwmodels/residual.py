@@ -4,7 +4,9 @@ The analytic model (hwmodels.cpu) prices instruction counts and memory streams; 
 it leaves a residual that depends on the shape in ways no term of it describes (validation/data/
 cpu-host/README.md). Like nn-Meter's kernel predictors, a gradient-boosted tree ensemble learns that
 residual, log(measured / modelled), from features of the op, the mapping and the analytic cost's own
-breakdown, on the fit half of the host measurements only (simsparse.calibrate_cpu --residual). It is
+breakdown, on the fit half of the host measurements only (simsparse.calibrate_cpu --residual). Each fit-half
+row is learned twice: with the fitted model's error, and with the error of the model refitted without the
+row's shape (a cross-fit), which is the error it makes on the shapes the correction is used on. It is
 plain data: a JSON file next to the spec (``residual_file``), walked here by a numba function, no
 learning library needed at simulation time.
 

@@ -51,6 +51,13 @@ Memory bandwidths, clock, ports and cache sizes are not fitted: they come from t
 ``--residual`` then trains the learned correction of the fitted analytic model (hwmodels/residual.py):
 gradient-boosted trees on log(measured / analytic) of the reproducible fit-half rows, stored as
 hwmodels/specs/<spec>-residual.json (needs scikit-learn, in the ``dev`` extra). Retrain it after every fit.
+Each row is learned twice: with the fitted model's own error and with the error of a cross-fit, the
+model refitted without the row's shape (``--cv 5 --state --out FILE`` stores one; ``--cross-fit FILE``
+reuses it, otherwise ``--residual`` runs it, ``--workers`` processes):
+
+    python -m simsparse.calibrate_cpu --state --write-spec --out validation/data/cpu-host/calibration-<stamp>.json
+    python -m simsparse.calibrate_cpu --cv 5 --state --workers 2 --out validation/data/cpu-host/crossfit-<stamp>.json
+    python -m simsparse.calibrate_cpu --residual --cross-fit validation/data/cpu-host/crossfit-<stamp>.json
 """
 
 from __future__ import annotations
@@ -645,26 +652,20 @@ def residual_table(rows: list[dict[str, Any]], spec, states: dict[str, dict[str,
 def oof_table(rows: list[dict[str, Any]], spec_name: str, fold_fits: list[dict[str, Any]],
               state: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """residual_table of `rows` where each row is priced by the cross-fit fold that never saw its shape
-    (cross_fit): the analytic model's out-of-sample error, as on a held-out shape."""
-    folds = len(fold_fits)
-    by_fold = {ff["fold"]: ff for ff in fold_fits}
-    X = np.empty((len(rows), len(_residual_features())))
-    t = np.empty(len(rows))
-    fold = np.array([shape_fold(r, folds) for r in rows])
-    for f, ff in by_fold.items():
-        idx = np.flatnonzero(fold == f)
-        if idx.size:
-            missing = {rows[i]["campaign"] for i in idx} - set(ff["states"]) if state else set()
-            if missing:
-                raise ValueError(f"cross-fit fold {f} has no machine state for campaigns {sorted(missing)}")
-            X[idx], t[idx] = residual_table([rows[i] for i in idx], fold_spec(spec_name, ff, state), ff["states"])
-    return X, t
-
-
-def _residual_features() -> tuple[str, ...]:
+    (cross_fit): the analytic model's out-of-sample error, as on a held-out shape. A row whose campaign
+    has no state in that fold (all the campaign's fit-half shapes fell in the row's group) has no such
+    price: NaN, for the caller to drop."""
     from hwmodels import residual
 
-    return residual.FEATURES
+    folds = len(fold_fits)
+    X = np.full((len(rows), len(residual.FEATURES)), np.nan)
+    t = np.full(len(rows), np.nan)
+    fold = np.array([shape_fold(r, folds) for r in rows])
+    for ff in fold_fits:
+        idx = [i for i in np.flatnonzero(fold == ff["fold"]) if not state or rows[i]["campaign"] in ff["states"]]
+        if idx:
+            X[idx], t[idx] = residual_table([rows[i] for i in idx], fold_spec(spec_name, ff, state), ff["states"])
+    return X, t
 
 
 def _boost(X: np.ndarray, y: np.ndarray, trees: dict[str, Any]):
@@ -725,6 +726,9 @@ def cross_validate_residual(rows: list[dict[str, Any]], spec_name: str, fold_fit
     fold = np.array([shape_fold(r, folds) for r in rows])
     meas = np.array([r["t_median_s"] for r in rows])
     Xo, to = oof_table(rows, spec_name, fold_fits, state)
+    priced = np.isfinite(to)  # the others (a campaign's every fit-half shape in one group) are not scored
+    rows, fold, meas, Xo, to = [r for r, ok in zip(rows, priced, strict=True) if ok], fold[priced], meas[priced], \
+        Xo[priced], to[priced]
     err = np.full(len(rows), np.nan)
     for ff in fold_fits:
         test = fold == ff["fold"]
@@ -775,11 +779,12 @@ def train_residual(spec_name: str = "host", files: list[Path] | None = None, out
         made = "run with it"
     oof = oof_table(fit_rows, spec_name, fold_fits, state=bool(states))
     own = residual_table(fit_rows, spec, states)
-    table = (np.vstack([own[0], oof[0]]), np.concatenate([own[1], oof[1]]))
-    how = (f"the spec's own fit and a {len(fold_fits)}-fold cross-fit ({made}): each row twice, in-sample and "
-           f"priced by the fit that left its shape out")
-    data = fit_residual(fit_rows + fit_rows, spec, states, table=table)
-    data["n_rows"] //= 2
+    priced = np.flatnonzero(np.isfinite(oof[1]))
+    table = (np.vstack([own[0], oof[0][priced]]), np.concatenate([own[1], oof[1][priced]]))
+    how = (f"the spec's own fit and a {len(fold_fits)}-fold cross-fit ({made}): each row in-sample and (all but "
+           f"{len(fit_rows) - priced.size}) priced by the fit that left its shape out")
+    data = fit_residual(fit_rows + [fit_rows[i] for i in priced], spec, states, table=table)
+    data["n_rows"] = len(fit_rows)
     data["targets"] = "both"
     # every analytic value but the machine states (which --add-states changes for a new campaign)
     data["analytic_params"] = {k: v for k, v in spec.efficiency.items() if "@" not in k and k not in STATE_PARAMS}
