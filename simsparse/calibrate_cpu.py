@@ -669,6 +669,11 @@ def oof_table(rows: list[dict[str, Any]], spec_name: str, fold_fits: list[dict[s
     return X, t
 
 
+def _stack(*tables: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(features, analytic time) tables one after the other: the same rows under several analytic fits."""
+    return np.vstack([X for X, _ in tables]), np.concatenate([t for _, t in tables])
+
+
 def _boost(X: np.ndarray, y: np.ndarray, trees: dict[str, Any]):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -727,18 +732,18 @@ def cross_validate_residual(rows: list[dict[str, Any]], spec_name: str, fold_fit
     fold = np.array([shape_fold(r, folds) for r in rows])
     meas = np.array([r["t_median_s"] for r in rows])
     Xo, to = oof_table(rows, spec_name, fold_fits, state)
-    priced = np.isfinite(to)  # the others (a campaign's every fit-half shape in one group) are not scored
-    rows, fold, meas, Xo, to = [r for r, ok in zip(rows, priced, strict=True) if ok], fold[priced], meas[priced], \
-        Xo[priced], to[priced]
+    priced = np.flatnonzero(np.isfinite(to))  # the others (a campaign's every fit-half shape in one group): not scored
+    rows = [rows[i] for i in priced]
+    fold, meas, Xo, to = fold[priced], meas[priced], Xo[priced], to[priced]
     err = np.full(len(rows), np.nan)
     for ff in fold_fits:
         test = fold == ff["fold"]
         train = np.flatnonzero(~test)
-        Xtr, ttr, mtr = Xo[train], to[train], meas[train]
+        Xtr, ttr = Xo[train], to[train]
         if targets != "cross_fitted":
-            Xi, ti = residual_table([rows[i] for i in train], fold_spec(spec_name, ff, state), ff["states"])
-            Xtr, ttr, mtr = ((Xi, ti, mtr) if targets == "in_sample" else
-                             (np.vstack([Xtr, Xi]), np.concatenate([ttr, ti]), np.concatenate([mtr, mtr])))
+            own = residual_table([rows[i] for i in train], fold_spec(spec_name, ff, state), ff["states"])
+            Xtr, ttr = own if targets == "in_sample" else _stack((Xtr, ttr), own)
+        mtr = np.tile(meas[train], len(ttr) // train.size)  # "both": the training rows twice, in the same order
         model = _boost(Xtr, np.log(mtr / ttr), trees)
         err[test] = to[test] * np.exp(model.predict(Xo[test])) / meas[test] - 1.0
     e = np.abs(err)
@@ -781,7 +786,7 @@ def train_residual(spec_name: str = "host", files: list[Path] | None = None, out
     oof = oof_table(fit_rows, spec_name, fold_fits, state=bool(states))
     own = residual_table(fit_rows, spec, states)
     priced = np.flatnonzero(np.isfinite(oof[1]))
-    table = (np.vstack([own[0], oof[0][priced]]), np.concatenate([own[1], oof[1][priced]]))
+    table = _stack(own, (oof[0][priced], oof[1][priced]))
     how = (f"the spec's own fit and a {len(fold_fits)}-fold cross-fit ({made}): each row in-sample and (all but "
            f"{len(fit_rows) - priced.size}) priced by the fit that left its shape out")
     data = fit_residual(fit_rows + [fit_rows[i] for i in priced], spec, states, table=table)
