@@ -37,6 +37,7 @@ FEATURES = (
     "kernel", "log_m", "log_n", "log_k", "density", "log_density", "block_h", "block_w", "log_mb",
     "pixel_blocks", "m_mod_8", "mb_mod_32", "log_t_model", "core_share", "dram_share", "panel_share",
     "l3_resident_share", "log_dram_bytes", "log_x_panel_mib", "log_rotation_copies", "activation_density",
+    "last_block_half_trips",
 )
 
 
@@ -54,11 +55,17 @@ def features(op: Op, mapping: Mapping, spec: Any, cost: Cost, kernels: tuple[str
     dram = cost.bytes_by_level.get("dram", 0.0)
     copies = float(mapping.params.get("rotation_copies", 0) or 0)
     act = op.activation.density
+    # the pixel loop's tail in the last (or only) block: LLVM vectorises it as 4 unrolled full vectors
+    # (64 floats), then 8-float half-vector trips, then scalar steps (hwmodels.cpu.loop_steps; read from
+    # the numba kernels' AVX-512 assembly). m_mod_8 counts the scalar steps; the half-vector trips are
+    # not priced alike by the core (pinned M sweep, m-sweep-20261124T1445Z.json: one trip costs what two do)
+    last = m - (math.ceil(m / mb) - 1) * mb
     return [float(kernels.index(mapping.kernel)), math.log(m), math.log(n), math.log(k), d, math.log(d + 1e-3),
             float(bh), float(bw), math.log(mb), float(math.ceil(m / mb)), float(m % 8), float(mb % 32),
             math.log(t), b.get("core", 0.0) / t, b.get("dram", 0.0) / t, b.get("panel", 0.0) / t,
             cpu.l3_resident_share(spec, mapping, dram, t), math.log(dram + 1.0),
-            math.log(k * mb * op.dtype_bytes / 2**20), math.log(copies + 1.0), float(act)]
+            math.log(k * mb * op.dtype_bytes / 2**20), math.log(copies + 1.0), float(act),
+            float(last % 64 // 8)]
 
 
 class Ensemble:

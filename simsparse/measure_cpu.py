@@ -190,6 +190,24 @@ NEW14_1X1 = [(336, 336, 196), (888, 888, 49), (120, 120, 784), (48, 120, 3136), 
 NEW15_1X1 = [(24, 72, 3136), (184, 80, 196), (16, 72, 3136), (24, 88, 784), (24, 96, 784), (96, 40, 196),
              (120, 48, 196), (32, 128, 729), (384, 48, 169), (512, 64, 169), (24, 122, 3136), (122, 122, 784),
              (160, 160, 196), (1280, 5120, 32), (5120, 1280, 32), (8192, 2048, 64)]
+# Sixteenth table (campaign 29): layers at odd feature-map sizes and token counts, whose compiler-vectorised
+# pixel loops end in 8-wide (half-vector) trips plus a scalar remainder (M mod 16 = 9, 13, 25, ...: 1 to 7
+# half-vector trips), a tail the earlier tables' fit halves rarely have: Inception-v3's 35x35 and 17x17 1x1 convs,
+# YOLOv3-416's 13x13 and 26x26 heads, EfficientNet-B3 at 300 pixels (75x75, 38x38, 19x19), SqueezeNet 1.0 (55x55,
+# 27x27), CLIP's text encoder at 77 tokens, ViT-S/32 at 50, Whisper-tiny's encoder at 1500 frames, ResNet-50's
+# last stage at 320 pixels (10x10). Some (N, K) repeat an earlier table's at another M (same split), which
+# isolates the pixel count; crc32 split: the first 10 fall in the fit half, the last 10 are held out
+NEW16_1X1 = [(192, 32, 1225), (768, 192, 289), (576, 136, 361), (1024, 512, 169), (768, 256, 676), (256, 32, 729),
+             (512, 1536, 77), (384, 1536, 1500), (32, 192, 5625), (384, 1152, 50),
+             (192, 48, 1225), (192, 64, 1225), (48, 288, 1444), (96, 576, 361), (48, 192, 729), (256, 48, 729),
+             (2048, 512, 77), (1536, 384, 1500), (128, 32, 3025), (2048, 512, 100)]
+# Seventeenth table (campaign 30): high-resolution layers of 9216-50176 pixels, above every fit-half layer of
+# the earlier tables (at most 12544): ConvNeXt-T's stage-1 MLP at 384 pixels, MobileNet v2 at 448 pixels (224x224
+# and 112x112 blocks), SegFormer's MiT-B0 / -B1 stage-1 MLPs at 512 pixels (128x128), YOLOv5s's first C3 block at
+# 640 pixels (160x160), DeepLabv3+'s low-level projection at 513 pixels (129x129); crc32 split: the first 6 fall in
+# the fit half, the last 6 are held out
+NEW17_1X1 = [(96, 384, 9216), (384, 96, 9216), (16, 96, 50176), (32, 16, 50176), (96, 24, 12544), (64, 256, 16384),
+             (64, 32, 25600), (32, 128, 16384), (128, 32, 16384), (256, 64, 16384), (24, 144, 12544), (256, 48, 16641)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -491,6 +509,8 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers13": (("new_layers13", NEW13_1X1),),
     "new_layers14": (("new_layers14", NEW14_1X1),),
     "new_layers15": (("new_layers15", NEW15_1X1),),
+    "new_layers16": (("new_layers16", NEW16_1X1),),
+    "new_layers17": (("new_layers17", NEW17_1X1),),
 }
 
 
