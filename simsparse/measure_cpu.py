@@ -196,7 +196,8 @@ NEW15_1X1 = [(24, 72, 3136), (184, 80, 196), (16, 72, 3136), (24, 88, 784), (24,
 # YOLOv3-416's 13x13 and 26x26 heads, EfficientNet-B3 at 300 pixels (75x75, 38x38, 19x19), SqueezeNet 1.0 (55x55,
 # 27x27), CLIP's text encoder at 77 tokens, ViT-S/32 at 50, Whisper-tiny's encoder at 1500 frames, ResNet-50's
 # last stage at 320 pixels (10x10). Some (N, K) repeat an earlier table's at another M (same split), which
-# isolates the pixel count; crc32 split: the first 10 fall in the fit half, the last 10 are held out
+# isolates the pixel count (SqueezeNet's 256 -> 32 at 27x27 repeats NEW_1X1's layer); crc32 split: the first 10
+# fall in the fit half, the last 10 are held out
 NEW16_1X1 = [(192, 32, 1225), (768, 192, 289), (576, 136, 361), (1024, 512, 169), (768, 256, 676), (256, 32, 729),
              (512, 1536, 77), (384, 1536, 1500), (32, 192, 5625), (384, 1152, 50),
              (192, 48, 1225), (192, 64, 1225), (48, 288, 1444), (96, 576, 361), (48, 192, 729), (256, 48, 729),

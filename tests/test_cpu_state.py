@@ -92,12 +92,15 @@ def test_tables_select_layers_and_reject_unknown_names():
     assert layers == set(measure_cpu.REGIME_1X1) | set(measure_cpu.NEW_1X1)
     assert not any(p.layer.startswith("llama") for p in both)  # LLM shapes come with "networks" only
     assert any(p.layer.startswith("llama") for p in measure_cpu.grid(tables=("networks",)))
-    # no table repeats a shape (N, K) of another: the fit / held-out split is by shape
+    # no table repeats a shape (N, K) of another, except the two tables that measure earlier (N, K) at new
+    # pixel counts (campaigns 29 and 30: the split is by (N, K), so a repeat lands in the same half)
+    new_pixel_counts = ("new_layers16", "new_layers17")
     seen: dict[tuple[int, int], str] = {}
     for name, tables in measure_cpu.TABLES.items():
         for _, table in tables:
             for cin, cout, _hw in table:
-                assert seen.setdefault((cout, cin), name) == name, (cin, cout, name, seen[(cout, cin)])
+                if name not in new_pixel_counts:
+                    assert seen.setdefault((cout, cin), name) == name, (cin, cout, name, seen[(cout, cin)])
     with pytest.raises(ValueError, match="allowed: networks, regimes, new_layers"):
         measure_cpu.grid(tables=("resnet",))
 
