@@ -59,9 +59,10 @@ def features(op: Op, mapping: Mapping, spec: Any, cost: Cost, kernels: tuple[str
     # (64 floats), then 8-float half-vector trips, then scalar steps (hwmodels.cpu.loop_steps; read from
     # the numba kernels' AVX-512 assembly). m_mod_8 counts the scalar steps; the half-vector trips are
     # not priced alike by the core (pinned M sweep, m-sweep-20261124T1445Z.json: one trip costs what two do)
-    last = m - (math.ceil(m / mb) - 1) * mb
+    blocks = math.ceil(m / mb)
+    last = m - (blocks - 1) * mb
     return [float(kernels.index(mapping.kernel)), math.log(m), math.log(n), math.log(k), d, math.log(d + 1e-3),
-            float(bh), float(bw), math.log(mb), float(math.ceil(m / mb)), float(m % 8), float(mb % 32),
+            float(bh), float(bw), math.log(mb), float(blocks), float(m % 8), float(mb % 32),
             math.log(t), b.get("core", 0.0) / t, b.get("dram", 0.0) / t, b.get("panel", 0.0) / t,
             cpu.l3_resident_share(spec, mapping, dram, t), math.log(dram + 1.0),
             math.log(k * mb * op.dtype_bytes / 2**20), math.log(copies + 1.0), float(act),
