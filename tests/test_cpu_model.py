@@ -272,8 +272,9 @@ def test_core_speed_scales_on_chip_time_only():
     slow_half = slow_mem.model_copy(update={"efficiency": {**slow_mem.efficiency, "core_speed": 0.5}})
     assert cpu.cost(gemm, mp, slow_half).breakdown_s["dram"] == pytest.approx(
         cpu.cost(gemm, mp, slow_mem).breakdown_s["dram"], rel=1e-12)
-    # every campaign's fitted share stays near the full clock: 0.97-1.08, except campaign 30 (1.119), whose state
-    # was fitted on six layers all outside the earlier fit range and absorbed the model's error on them
-    # (validation/data/cpu-host/README.md, "Campaign 30")
+    # every campaign's share, as the spec stores it (its own fit shrunk toward the median, STATE_SHRINK), stays
+    # near the full clock: 0.98-1.10. The raw fits span 0.97-1.12; the top one, campaign 30's, was fitted on six
+    # layers all outside the earlier fit range and absorbed the model's error on them
+    # (validation/data/cpu-host/README.md, "Campaign 30", "Shrunk states")
     shares = {k: v for k, v in hwmodels.load("host").efficiency.items() if k.partition("@")[0] == "core_speed"}
-    assert len(shares) >= 20 and all(0.9 <= v <= 1.15 for v in shares.values()), shares
+    assert len(shares) >= 20 and all(0.9 <= v <= 1.1 for v in shares.values()), shares

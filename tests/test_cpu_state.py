@@ -10,7 +10,7 @@ import pytest
 
 import hwmodels
 from simsparse import measure_cpu
-from simsparse.calibrate_cpu import predict, states_of
+from simsparse.calibrate_cpu import predict, shrink_states, state_centre, states_of
 
 MiB = 2**20
 
@@ -33,6 +33,24 @@ def test_states_are_read_from_campaign_keys():
     assert states_of(spec) == {"kernels-a": {"dram_eff": 0.25, "l3_keep_bytes": 8.0 * MiB},
                                "kernels-b": {"dram_eff": 1.0}}
     assert states_of(_bare(dram_eff=0.5)) == {}
+
+
+def test_states_shrink_toward_their_median_in_log_space():
+    raw = {"a": {"core_speed": 1.0, "dram_eff": 0.4}, "b": {"core_speed": 1.1, "dram_eff": 0.5},
+           "c": {"core_speed": 1.21, "dram_eff": 0.9}}
+    assert state_centre(raw) == pytest.approx({"core_speed": 1.1, "dram_eff": 0.5})
+    half = shrink_states(raw, 0.5)
+    # log s = log 1.1 + 0.5 (log 1.21 - log 1.1): 1.1 * sqrt(1.1)
+    assert half["c"]["core_speed"] == pytest.approx(1.1 * 1.1**0.5, rel=1e-12)
+    assert half["a"]["dram_eff"] == pytest.approx((0.4 * 0.5) ** 0.5, rel=1e-12)  # the geometric mean
+    assert half["b"] == pytest.approx(raw["b"])  # the median campaign stays where it is
+    assert state_centre(half) == pytest.approx(state_centre(raw))  # so shrinking keeps the median
+    assert shrink_states(raw, 1.0) == raw
+    assert all(st == pytest.approx(state_centre(raw)) for st in shrink_states(raw, 0.0).values())
+    # a new campaign toward the median of stored states
+    assert shrink_states({"d": {"core_speed": 1.44}}, 0.5, centre={"core_speed": 1.0}) == {"d": {"core_speed": pytest.approx(1.2)}}
+    with pytest.raises(ValueError, match="factor"):
+        shrink_states(raw, 1.5)
 
 
 def test_each_row_is_priced_on_its_campaigns_state():
@@ -139,3 +157,23 @@ def test_the_default_budget_leaves_room_for_both_passes():
     assert measure_cpu.default_budget_s(384, 3) == pytest.approx(1.5 * 576.0 + 60.0)
     # one build: 2 x 1164 x 0.35 s = 814.8 s (campaign 10's grid), beyond the old fixed 560 s
     assert measure_cpu.default_budget_s(1164, 1) > measure_cpu.campaign_estimate_s(1164, 1) > 560.0
+
+
+def test_the_spec_stores_shrunk_states(tmp_path):
+    import yaml
+
+    from simsparse.calibrate_cpu import STATE_SHRINK, write_spec
+
+    raw = {"kernels-a": {"core_speed": 1.0}, "kernels-b": {"core_speed": 1.1}, "kernels-c": {"core_speed": 1.21}}
+    summary = {"params": {"core_speed": 1.21, **{f"core_speed@{c}": st["core_speed"] for c, st in raw.items()}},
+               "states": raw, "state_params": ["core_speed"], "n_fit": 3, "quality_rule": "none",
+               "files": sorted(raw)}
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\n")
+    write_spec(summary, path, "calibration-test.json")
+    eff = {k: v["value"] for k, v in yaml.safe_load(path.read_text())["efficiency"].items()}
+    # median 1.1; campaign c: 1.1 * (1.21 / 1.1) ** STATE_SHRINK; the plain key holds the newest campaign's (c)
+    want = 1.1 * 1.1**STATE_SHRINK
+    assert eff["core_speed@kernels-c"] == pytest.approx(want, rel=1e-5)
+    assert eff["core_speed"] == pytest.approx(want, rel=1e-5)
+    assert eff["core_speed@kernels-b"] == pytest.approx(1.1, rel=1e-5)
