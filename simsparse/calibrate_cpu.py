@@ -497,11 +497,11 @@ def calibrate(files: list[Path] | None = None, spec_name: str = "host", quality:
     fitted, states = fit(fit_rows, base, free, state_params)
     values = {**fitted, **FIXED_PARAMS, **{k: v for k, (v, _) in PRESET_PARAMS.items()}}
     spec = _with(base, values)
+    raw = states  # as fitted (stored so); the model prices with them shrunk (STATE_SHRINK)
     if state:
         # campaigns outside the global fit: their state from their own fit half, global costs frozen
-        states.update(_own_states(rows, spec, {r["campaign"] for r in rows} - set(states)))
-    raw, states = states, shrink_states(states)  # the model prices with shrunk states (STATE_SHRINK)
-    if state:
+        raw.update(_own_states(rows, spec, {r["campaign"] for r in rows} - set(raw)))
+        states = shrink_states(raw)
         newest = max(states)  # campaign stems sort by their UTC stamp
         values.update(states[newest])
         values.update({f"{p}@{c}": v for c, st in sorted(states.items()) for p, v in st.items()})
