@@ -595,8 +595,12 @@ def cv_rows(files: list[Path] | None = None) -> list[dict[str, Any]]:
     """The rows every fit-half cross-validation runs on: reproducible fit-half rows of fitted campaigns."""
     from simsparse.measure_cpu import load_rows
 
-    return [r for r in load_rows(files) if r["split"] == "fit" and r.get("campaign") not in UNSEEN_CAMPAIGNS
-            and r.get("campaign") not in LOADED_CAMPAIGNS and reproducible(r)]
+    return [r for r in load_rows(files) if is_fit_row(r)]
+
+
+def is_fit_row(row: dict[str, Any]) -> bool:
+    """A row the fits learn from: fit half, a fitted campaign, the quality rule kept."""
+    return row["split"] == "fit" and row.get("campaign") not in UNSEEN_CAMPAIGNS and reproducible(row)
 
 
 def _fit_fold(job: tuple[list[dict[str, Any]], str, bool, int, int]) -> dict[str, Any]:
@@ -683,14 +687,19 @@ def write_states(states: dict[str, dict[str, float]], spec_path: Path, note: str
     for camp, st in sorted(states.items()):
         for p, v in st.items():
             src = f"machine state of campaign {camp}, fitted on its fit-half rows, every other value frozen, shrunk by {STATE_SHRINK:g} toward the median of the stored states ({note})"
-            lines.append(f"  {p}@{camp}: {{value: {v:.6g}, source: \"{src}\"}}")
+            lines.append(_spec_line(f"{p}@{camp}", v, src))
             if camp == newest:
-                text = re.sub(rf"^  {re.escape(p)}: .*$", f"  {p}: {{value: {v:.6g}, source: \"{src}; the newest "
-                              f"campaign\"}}", text, flags=re.M)
+                text = re.sub(rf"^  {re.escape(p)}: .*$", _spec_line(p, v, f"{src}; the newest campaign"), text,
+                              flags=re.M)
     spec_path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
 SPEC_MARKER = "# --- calibrated cycle costs (simsparse.calibrate_cpu; do not edit by hand) ---"
+
+
+def _spec_line(name: str, value: float, source: str) -> str:
+    """One entry of the calibrated block (write_spec, write_states)."""
+    return f"  {name}: {{value: {value:.6g}, source: \"{source}\"}}"
 
 
 def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> None:
@@ -714,7 +723,7 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
             src = (f"machine state of campaign {camp}, fitted on that campaign's fit-half rows "
                    f"(simsparse.calibrate_cpu.STATE_PARAMS), shrunk by {STATE_SHRINK:g} toward the median "
                    f"state (STATE_SHRINK){'' if '@' in name else '; the newest campaign'}; {calib_file}")
-        lines.append(f"  {name}: {{value: {val:.6g}, source: \"{src}\"}}")
+        lines.append(_spec_line(name, val, src))
     spec_path.write_text(text + "\n".join(lines) + "\n")
 
 
@@ -882,7 +891,7 @@ def train_residual(spec_name: str = "host", files: list[Path] | None = None, out
     spec = hwmodels.load(spec_name).model_copy(update={"residual_file": ""})
     states = states_of(spec)
     rows = [r for r in load_rows(files) if r.get("campaign") in states and r["campaign"] not in LOADED_CAMPAIGNS]
-    fit_rows = [r for r in rows if r["split"] == "fit" and r["campaign"] not in UNSEEN_CAMPAIGNS and reproducible(r)]
+    fit_rows = [r for r in rows if is_fit_row(r)]
     if cross_fit_file is not None:
         fold_fits = json.loads(Path(cross_fit_file).read_text())["fold_fits"]
         made = Path(cross_fit_file).name
