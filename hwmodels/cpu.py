@@ -51,6 +51,10 @@ from simsparse.core.sparsity import NM, Activation, Block, ConstantFanIn, Group,
 SPARSE_WEIGHT = ("unstructured", "nm", "block", "group", "channel", "constant_fan_in")
 GEMM_KINDS = ("gemm", "conv2d")
 XNN_MR = {"neon": 32, "wasm_simd128": 32, "avx2": 32, "avx512": 32}  # f32-spmm MR per ISA (XNNPACK today)
+# XNNPACK's f32-spmm micro-kernels come in NEON / NEONFMA, WASM SIMD128, SSE and scalar variants only
+# (google/XNNPACK src/f32-spmm/gen/: 4x1 / 16x1 / 32x1-minmax-sse.c, no AVX or AVX-512 file): on an AVX2 or
+# AVX-512 core they run 128-bit vectors, so the xnn_* kernels' pixel vectors are at most this wide
+XNN_SPMM_SIMD_BITS = 128
 CACHE_USE = 0.5  # share of a cache the reused panel may fill (the rest holds output/weights; Goto blocking)
 # DRAM bytes of an output written by a GEMM / SpMM that count toward its time: 1 (the write-back;
 # the write-allocate fill overlaps, stores do not stall the loop). Byte counts in Cost are the
@@ -508,6 +512,8 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     b = op.dtype_bytes
     lane = lanes(spec, op.dtype)
     family = "numba" if kernel in NUMBA_KERNELS else "xnn"
+    if kernel in ("xnn_spmm", "xnn_spmm_block") and spec.simd_bits > XNN_SPMM_SIMD_BITS:
+        lane *= XNN_SPMM_SIMD_BITS / spec.simd_bits
     p = params(spec, family)
     mb = mapping.tile[0] or xnn_mr(spec)
     ws = _weight_stats(op, kernel)

@@ -278,3 +278,19 @@ def test_core_speed_scales_on_chip_time_only():
     # (validation/data/cpu-host/README.md, "Campaign 30", "Shrunk states")
     shares = {k: v for k, v in hwmodels.load("host").efficiency.items() if k.partition("@")[0] == "core_speed"}
     assert len(shares) >= 20 and all(0.9 <= v <= 1.15 for v in shares.values()), shares
+
+
+def test_xnnpack_spmm_runs_128_bit_vectors_on_wide_x86_cores():
+    # XNNPACK has SSE, NEON and WASM SIMD f32-spmm micro-kernels, none for AVX / AVX-512: on an AVX-512 core
+    # its 32-pixel block takes 32 / 4 = 8 vectors per stored weight, not 2, whatever the spec's width;
+    # the numba kernels, vectorised by the compiler, use the full width
+    srv = hwmodels.load("avx512-server").replace(threads=1)
+    op = Op.gemm(64, 256, 256, dtype="fp32", weight=Unstructured(0.1))
+
+    def core(kernel, spec):
+        return cpu.cost(op, Mapping(kernel, tile=(32, op.n, op.k), params={"threads": 1}), spec).breakdown_s["core"]
+
+    narrow = srv.replace(simd_bits=128)
+    assert core("xnn_spmm", srv) == pytest.approx(core("xnn_spmm", narrow))
+    assert core("xnn_spmm", srv) == pytest.approx(core("xnn_spmm", srv.replace(simd_bits=256)))
+    assert core("cpu_csr", srv) < core("cpu_csr", narrow)
