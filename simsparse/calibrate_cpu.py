@@ -417,7 +417,7 @@ def repeat_ceiling(rows: list[dict[str, Any]], pred: np.ndarray, min_others: int
     keys = [point_key(r) for r in rows]
     camps = [r["campaign"] for r in rows]
     logt = np.log([r["t_median_s"] for r in rows])
-    err = np.abs(pred / np.exp(logt) - 1.0)
+    err = np.abs(errors(rows, pred))
     by_point: dict[str, dict[str, list[float]]] = {}
     for key, camp, lt in zip(keys, camps, logt, strict=True):
         by_point.setdefault(key, {}).setdefault(camp, []).append(lt)
@@ -624,6 +624,12 @@ def cross_fit(rows: list[dict[str, Any]], spec_name: str = "host", folds: int = 
         return list(pool.map(_fit_fold, jobs))
 
 
+def _priced_by(row: dict[str, Any], fold_fit: dict[str, Any], state: bool) -> bool:
+    """Whether a cross-fit fold can price `row` (of its own shape group): with per-campaign states, only if
+    the row's campaign has one in that fold (not all of the campaign's fit-half shapes fell in the group)."""
+    return not state or row["campaign"] in fold_fit["states"]
+
+
 def fold_spec(spec_name: str, fold_fit: dict[str, Any], state: bool = True):
     """The analytic spec of one cross-fit fold (no residual)."""
     base, _, _ = _fit_setup(spec_name, state)
@@ -641,8 +647,7 @@ def cross_validate(files: list[Path] | None = None, spec_name: str = "host", fol
     err = np.full(len(rows), np.nan)
     fits = cross_fit(rows, spec_name, folds, state, workers)
     for ff in fits:
-        # as in oof_table: a campaign with no state in the fold (its every fit-half shape in this group) is not scored
-        test = [i for i in range(len(rows)) if fold[i] == ff["fold"] and (not state or rows[i]["campaign"] in ff["states"])]
+        test = [i for i in range(len(rows)) if fold[i] == ff["fold"] and _priced_by(rows[i], ff, state)]
         if not test:
             continue
         sub = [rows[i] for i in test]
@@ -778,7 +783,7 @@ def oof_table(rows: list[dict[str, Any]], spec_name: str, fold_fits: list[dict[s
     t = np.full(len(rows), np.nan)
     fold = np.array([shape_fold(r, folds) for r in rows])
     for ff in fold_fits:
-        idx = [i for i in np.flatnonzero(fold == ff["fold"]) if not state or rows[i]["campaign"] in ff["states"]]
+        idx = [i for i in np.flatnonzero(fold == ff["fold"]) if _priced_by(rows[i], ff, state)]
         if idx:
             X[idx], t[idx] = residual_table([rows[i] for i in idx], fold_spec(spec_name, ff, state), fold_states(ff))
     return X, t
