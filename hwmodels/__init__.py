@@ -55,7 +55,17 @@ def cost(op: Op, mapping: Mapping, spec: HardwareSpec) -> Cost:
     return model_for(spec).cost(op, mapping, spec)
 
 
+def measured(op: Op, mapping: Mapping, spec: HardwareSpec) -> bool:
+    """Was this kernel timed on this machine in this dtype, under this mapping's run conditions, and its
+    model checked against those timings (spec.measured_kernels; a class model may name further conditions
+    its measurements did not cover in `outside_measured`)? False: the number is the model's alone."""
+    if op.dtype not in spec.measured_kernels.get(mapping.kernel, ()):
+        return False
+    outside = getattr(model_for(spec), "outside_measured", None)
+    return outside is None or outside(op, mapping, spec) is None
+
+
 __all__ = [
     "ASICSpec", "CPUSpec", "FPGASpec", "GPUSpec", "HardwareSpec", "KernelInfo", "SPEC_CLASSES",
-    "all_kernels", "cost", "kernels", "list", "load", "load_file", "model_for", "parse_spec",
+    "all_kernels", "cost", "kernels", "list", "load", "load_file", "measured", "model_for", "parse_spec",
 ]

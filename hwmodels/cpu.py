@@ -173,6 +173,16 @@ def threads_of(spec: CPUSpec, mapping: Mapping | None = None) -> int:
     return max(1, min(t, spec.cores))
 
 
+MEASURED_THREADS = 1  # `simsparse measure --device cpu` times one pinned core (simsparse/measure_cpu.py)
+
+
+def outside_measured(op: Op, mapping: Mapping, spec: CPUSpec) -> str | None:
+    """Why a mapping of one of the spec's measured kernels lies outside what was measured, or None."""
+    if threads_of(spec, mapping) != MEASURED_THREADS:
+        return f"measured on {MEASURED_THREADS} thread(s), this mapping runs {threads_of(spec, mapping)}"
+    return None
+
+
 def issue(spec: CPUSpec, instructions: float) -> float:
     """Cycles the front end needs to decode `instructions` (0 where the spec sets no decode width).
 

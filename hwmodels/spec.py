@@ -96,6 +96,13 @@ class HardwareSpec(BaseModel):
     pj_per_byte_dram: float = Field(default=0.0, ge=0)
     # calibrated efficiency parameters (dimensionless unless named otherwise)
     efficiency: dict[str, float] = Field(default_factory=dict)
+    # kernel -> the dtypes it was timed in on this very machine, its model checked against those timings
+    # (validation/data/...); a number priced with any other kernel or dtype is the model's alone. A what-if
+    # copy (replace) is another machine: it keeps them only where it changes run conditions alone
+    measured_kernels: dict[str, list[str]] = Field(default_factory=dict)
+    # fields whose change leaves the machine as measured (the run conditions a model checks itself,
+    # e.g. a CPU's thread count: hwmodels.measured)
+    keeps_measured: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -104,10 +111,29 @@ class HardwareSpec(BaseModel):
             raise ValueError("a spec must be a mapping of fields")
         data = _unwrap_sourced(data)
         missing = _missing_sources(data)
+        if data.get("measured_kernels") and "measured_kernels" not in data["sources"]:
+            missing.append("measured_kernels (which measurement files)")
         if missing:
             raise ValueError(f"numbers without a source: {', '.join(missing)} "
                              "(give {value: …, source: …} or an entry under 'sources:')")
         return data
+
+    @model_validator(mode="after")
+    def _known_kernels(self) -> HardwareSpec:
+        if self.measured_kernels:
+            import hwmodels  # the class's kernel table lives with its cost model
+
+            known = hwmodels.kernels(self)
+            unknown = [k for k in self.measured_kernels if k not in known]
+            if unknown:
+                raise ValueError(f"measured_kernels: unknown {unknown} for class {self.hw_class}; "
+                                 f"allowed: {', '.join(known)}")
+            for name, dtypes in self.measured_kernels.items():
+                bad_dtypes = [d for d in dtypes if d not in DTYPE_BYTES]
+                if bad_dtypes or not dtypes:
+                    raise ValueError(f"measured_kernels.{name}: got {dtypes}; allowed: a non-empty list of "
+                                     f"{', '.join(DTYPE_BYTES)}")
+        return self
 
     # --- what every cost model may ask -----------------------------------------------------
     def peak_flops(self, dtype: str, sparse_nm: tuple[int, int] | None = None) -> float:
@@ -132,6 +158,8 @@ class HardwareSpec(BaseModel):
         if unknown:
             raise SpecError(f"replace: unknown field(s) {unknown}; allowed: {sorted(fields)}")
         data = self.model_dump(exclude_unset=True)
+        if "measured_kernels" not in changes and not set(changes) <= self.keeps_measured:
+            data.pop("measured_kernels", None)  # another machine: nothing of it was measured
         data.update(changes)
         data["sources"] = {**data["sources"], **{k: "what-if override" for k in changes}}
         try:
@@ -191,6 +219,7 @@ class CPUSpec(HardwareSpec):
 
     hw_class_name: ClassVar[str] = "cpu"
     hw_class: Literal["cpu"]
+    keeps_measured: ClassVar[frozenset[str]] = frozenset({"threads"})  # hwmodels.cpu.outside_measured checks them
     isa: str  # "neon" | "wasm_simd128" | "avx2" | "avx512" | …
     cores: int = Field(gt=0)
     simd_bits: int = Field(gt=0)

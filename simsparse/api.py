@@ -46,7 +46,8 @@ class SimResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per op, one column per quantity, units in the column names."""
-        rows = [op_row(r.op, r.mapping, r.cost) for r in self.results]
+        rows = [op_row(r.op, r.mapping, r.cost, hwmodels.measured(r.op, r.mapping, self.hardware))
+                for r in self.results]
         df = pd.DataFrame(rows)
         df.insert(0, "hardware", self.hardware.name)
         df.insert(0, "trace", self.trace.name)
@@ -55,26 +56,31 @@ class SimResult:
     def summary(self) -> dict[str, Any]:
         by_bound: dict[str, float] = {}
         by_kernel: dict[str, float] = {}
+        t_measured = 0.0
         for r in self.results:
             by_bound[r.cost.bound] = by_bound.get(r.cost.bound, 0.0) + r.cost.t_s
+            if hwmodels.measured(r.op, r.mapping, self.hardware):
+                t_measured += r.cost.t_s
             if r.op.kind in ("gemm", "conv2d"):
                 by_kernel[r.mapping.kernel] = by_kernel.get(r.mapping.kernel, 0.0) + r.cost.t_s
         return {"trace": self.trace.name, "hardware": self.hardware.name, "ops": len(self.results),
                 "total_s": self.total_s, "flops": self.flops, "energy_j": self.energy_j,
                 "tflops_per_s": self.flops / self.total_s / 1e12 if self.total_s else 0.0,
                 "bound_by_time": max(by_bound, key=by_bound.get) if by_bound else "",
-                "main_gemm_kernel": max(by_kernel, key=by_kernel.get) if by_kernel else ""}
+                "main_gemm_kernel": max(by_kernel, key=by_kernel.get) if by_kernel else "",
+                # share of the time priced by kernels measured on this machine (hwmodels.measured)
+                "measured_share": t_measured / self.total_s if self.total_s else 0.0}
 
 
-def op_row(op: Op, mapping: Mapping, cost: Cost) -> dict[str, Any]:
-    """The tidy row of one costed op (shared by simulate, predict and sweeps)."""
+def op_row(op: Op, mapping: Mapping, cost: Cost, measured: bool) -> dict[str, Any]:
+    """The tidy row of one costed op; `measured`: its kernel was timed on this machine (hwmodels.measured)."""
     row: dict[str, Any] = {
         "op": op.name, "kind": op.kind, "phase": op.phase, "m": op.m, "n": op.n, "k": op.k,
         "batch": op.batch, "dtype": op.dtype, "weight_pattern": op.weight.label,
         "weight_density": op.weight.density if op.weight.pattern != "constant_fan_in" or
         getattr(op.weight, "fan_in", None) else None,
         "activation_density": op.activation.density,
-        "kernel": mapping.kernel, "mapping": mapping.describe(),
+        "kernel": mapping.kernel, "mapping": mapping.describe(), "measured": measured,
         "cycles": cost.cycles, "t_s": cost.t_s, "flops": cost.flops, "useful_flops": op.useful_flops,
         "bound": cost.bound, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
     }

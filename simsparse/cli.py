@@ -87,6 +87,7 @@ def simulate(
     """Simulate a workload on one or more machines under one or more sparsity patterns."""
     import pandas as pd
 
+    import hwmodels
     import workloads
     from simsparse.api import simulate as run
     from simsparse.core.ops import Trace
@@ -120,12 +121,15 @@ def simulate(
     else:
         t = Table(title=f"{base.name}: {len(base)} ops, {base.flops / 1e9:,.1f} GFLOP (dense)")
         for col in ("hardware", "weight sparsity", "time ms", f"speed-up vs {sparsity[0]}", "TFLOP/s",
-                    "energy J", "mostly bound by", "main GEMM kernel"):
+                    "energy J", "mostly bound by", "main GEMM kernel", "measured"):
             t.add_column(col, justify="right" if col not in ("hardware", "weight sparsity") else "left")
         for r in table.sort_values(["hardware", "total_s"]).itertuples():
             t.add_row(r.hardware, r.sparsity, f"{r.total_s * 1e3:.3f}", f"{r.speedup:.2f}x",
-                      f"{r.tflops_per_s:.1f}", f"{r.energy_j:.3f}", r.bound_by_time, r.main_gemm_kernel)
+                      f"{r.tflops_per_s:.1f}", f"{r.energy_j:.3f}", r.bound_by_time, r.main_gemm_kernel,
+                      f"{r.measured_share:.0%}" if hwmodels.load(r.hardware).measured_kernels else "–")
         console.print(t)
+        console.print("measured: share of the time priced by kernels timed on that machine "
+                       "(validation/data/); '–': none were, the numbers are the model's alone")
     plot = plot or OUT_DIR / "simulate.png"
     from simsparse.plot import speedup_bars
 

@@ -9,8 +9,9 @@ Input line fields:
   activation  {"density": …, "source": "relu"|"threshold"|…} (optional)
   kernel      a named implementation, e.g. "cublas", "cusparselt" (optional; absent = mapper picks)
 
-Output: the input echoed, plus t_s, cycles, kernel, mapping, bound, flops, bytes_*,
-utilisation, energy_j. A bad line yields {"input": …, "error": {"field": …, "reason": …}}
+Output: the input echoed, plus t_s, cycles, kernel, mapping, measured (the kernel was timed on
+this machine in this dtype and its model checked against it: hwmodels.measured), bound, flops,
+bytes_*, utilisation, energy_j. A bad line yields {"input": …, "error": {"field": …, "reason": …}}
 and the rest still run.
 """
 
@@ -164,7 +165,7 @@ def _answer(obj: Any, parsed: Parsed | LineError) -> dict[str, Any]:
     out = dict(obj)
     out.update({
         "t_s": cost.t_s, "cycles": cost.cycles, "kernel": mapping.kernel, "mapping": mapping.describe(),
-        "bound": cost.bound, "flops": cost.flops, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
+        "measured": hwmodels.measured(op, mapping, spec), "bound": cost.bound, "flops": cost.flops, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
     })
     for level, nbytes in cost.bytes_by_level.items():
         out[f"bytes_{level}"] = nbytes

@@ -803,6 +803,8 @@ class _Evaluator:
 
     def row(self, p: dict[str, Any]) -> dict[str, Any]:
         """One point → its row: inputs flattened, then outputs (or `error`)."""
+        import hwmodels
+
         r: dict[str, Any] = {k: v for k, v in p.items() if not k.startswith("_")}
         r["weight"], r["weight_density"] = self.memo(p["weight"], _text_density)
         r["activation"], r["activation_density"] = self.memo(p["activation"], _text_density)
@@ -825,7 +827,8 @@ class _Evaluator:
             (mapping, cost), _, op = results[0]
             r.update(t_s=cost.t_s, cycles=cost.cycles, energy_j=cost.energy_j, flops=cost.flops,
                      useful_flops=op.useful_flops, bound=cost.bound, utilisation=cost.utilisation,
-                     kernel=mapping.kernel, mapping=mapping.describe(), n_ops=1)
+                     kernel=mapping.kernel, mapping=mapping.describe(), n_ops=1,
+                     measured_share=float(hwmodels.measured(op, mapping, spec)))
             total_bytes = 0.0
             for lvl, nb in cost.bytes_by_level.items():
                 r[f"bytes_{lvl}"] = nb
@@ -837,8 +840,11 @@ class _Evaluator:
             by_kernel: dict[str, float] = {}
             by_level: dict[str, float] = {}
             n_ops = 0
+            t_measured = 0.0
             for (mapping, cost), n, op in results:
                 t += n * cost.t_s
+                if hwmodels.measured(op, mapping, spec):
+                    t_measured += n * cost.t_s
                 cyc += n * cost.cycles
                 e += n * cost.energy_j
                 fl += n * cost.flops
@@ -851,7 +857,8 @@ class _Evaluator:
                     by_level[lvl] = by_level.get(lvl, 0.0) + n * nb
             r.update(t_s=t, cycles=cyc, energy_j=e, flops=fl, useful_flops=uf,
                      bound=max(by_bound, key=by_bound.get), utilisation=util_t / t if t else 0.0,
-                     kernel=max(by_kernel, key=by_kernel.get), mapping="", n_ops=n_ops)
+                     kernel=max(by_kernel, key=by_kernel.get), mapping="", n_ops=n_ops,
+                     measured_share=t_measured / t if t else 0.0)
             for lvl, nb in by_level.items():
                 r[f"bytes_{lvl}"] = nb
             r["bytes_total"] = sum(by_level.values())

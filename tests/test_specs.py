@@ -59,6 +59,9 @@ def test_spec_file_loads(tmp_path):
     (GOOD + "bogus_field: {value: 1, source: x}\n", "bogus_field"),
     (GOOD.replace("hbm_bw_gbps: {value: 100, source: test}\n", ""), "hbm_bw_gbps"),
     ("- just\n- a list\n", "mapping"),
+    (GOOD + "measured_kernels: {value: {cublass: [fp16]}, source: x}\n", r"measured_kernels: unknown \['cublass'\].*allowed: cublas"),
+    (GOOD + "measured_kernels: {value: {cublas: [fp17]}, source: x}\n", r"measured_kernels.cublas: got \['fp17'\]; allowed"),
+    (GOOD + "measured_kernels: {cublas: [fp16]}\n", "without a source: measured_kernels"),
 ])
 def test_bad_spec_files_give_one_clear_line(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

@@ -1,0 +1,95 @@
+"""Which predicted numbers rest on kernels timed on that machine (spec.measured_kernels, hwmodels.measured).
+
+The lists in the specs are checked against the measurement files themselves: every (kernel, dtype) the
+host campaigns or the H200 campaigns timed, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import hwmodels
+import mappers
+from hwmodels import cpu as cpu_model
+from simsparse import simulate
+from simsparse.api import OpResult, SimResult
+from simsparse.core.ops import Op, Trace
+from simsparse.core.sparsity import Unstructured
+from simsparse.predict import predict_obj
+
+
+def _as_sets(measured: dict[str, list[str]]) -> dict[str, set[str]]:
+    return {k: set(v) for k, v in measured.items()}
+
+
+def test_host_list_is_what_the_host_campaigns_timed():
+    from simsparse.measure_cpu import load_rows
+
+    timed: dict[str, set[str]] = {}
+    for r in load_rows(None):
+        timed.setdefault(r["kernel"], set()).add(r["dtype"])
+        assert (r.get("mapping") or {}).get("threads", 1) == cpu_model.MEASURED_THREADS
+    assert _as_sets(hwmodels.load("host").measured_kernels) == timed
+
+
+def test_h200_list_is_what_the_h200_campaigns_timed():
+    from simsparse import validate
+
+    timed: dict[str, set[str]] = {}
+    for c in validate.load("validation/data/h200").cases:
+        timed.setdefault(c.kernel, set()).add(c.op.dtype)
+    assert _as_sets(hwmodels.load("h200").measured_kernels) == timed
+
+
+def test_measured_needs_kernel_dtype_and_run_conditions():
+    host = hwmodels.load("host")
+    one = host.replace(threads=1)  # a run condition: still the measured machine
+    op = Op.gemm(784, 256, 512, dtype="fp32", weight=Unstructured(0.1))
+    csr1, _ = mappers.best(op, one, kernel="cpu_csr")
+    assert hwmodels.measured(op, csr1, one)
+    csr2, _ = mappers.best(op, host, kernel="cpu_csr")  # two threads: never timed
+    assert csr2.params["threads"] == 2 and not hwmodels.measured(op, csr2, host)
+    xnn, _ = mappers.best(op, one, kernel="xnn_spmm")  # XNNPACK: priced, never timed here
+    assert not hwmodels.measured(op, xnn, one)
+    bf16 = Op.gemm(784, 256, 512, dtype="bf16", weight=Unstructured(0.1))
+    assert not hwmodels.measured(bf16, mappers.best(bf16, one, kernel="cpu_csr")[0], one)
+    # any other what-if is another machine
+    slower = one.replace(dram_bw_gbps=10.0)
+    assert slower.measured_kernels == {} and not hwmodels.measured(op, csr1, slower)
+    # a spec nobody measured
+    sd = hwmodels.load("snapdragon-835").replace(threads=1)
+    assert not hwmodels.measured(op, mappers.best(op, sd, kernel="cpu_csr")[0], sd)
+
+
+def test_measured_share_is_the_time_on_measured_kernels():
+    one = hwmodels.load("host").replace(threads=1)
+    a = Op.gemm(784, 256, 512, dtype="fp32", weight=Unstructured(0.1), name="a")
+    b = Op.gemm(196, 512, 256, dtype="fp32", weight=Unstructured(0.1), name="b")
+    ra = OpResult(a, *mappers.best(a, one, kernel="cpu_csr"))
+    rb = OpResult(b, *mappers.best(b, one, kernel="xnn_spmm"))
+    res = SimResult(Trace("ab", (a, b)), one, (ra, rb))
+    ta, tb = ra.cost.t_s, rb.cost.t_s
+    assert res.summary()["measured_share"] == pytest.approx(ta / (ta + tb))
+    assert res.to_frame()["measured"].tolist() == [True, False]
+    assert simulate(Trace("a", (a,)), one, kernel="cpu_csr").summary()["measured_share"] == 1.0
+
+
+def test_predict_line_says_whether_its_kernel_was_measured():
+    line = {"hardware": "h200", "op": {"kind": "gemm", "m": 64, "n": 4096, "k": 4096, "dtype": "fp16"}}
+    dense = predict_obj(line)
+    assert dense["kernel"] == "cublas" and dense["measured"] is True
+    int8 = predict_obj({**line, "op": {**line["op"], "dtype": "int8"}})
+    assert "error" not in int8 and int8["measured"] is False  # no int8 kernel was timed on the H200
+    other = predict_obj({**line, "hardware": "h100-sxm"})
+    assert "error" not in other and other["measured"] is False
+    json.dumps(dense)  # plain JSON
+
+
+def test_sweep_rows_carry_the_measured_share():
+    from simsparse.sweep import sweep
+
+    df = sweep({"gemms": {"m": 64, "n": 4096, "k": 4096, "dtype": "fp16"},
+                "hardware": ["h200", "h100-sxm"]}).set_index("hardware")
+    assert df.loc["h200", "kernel"] == "cublas" and df.loc["h200", "measured_share"] == 1.0
+    assert df.loc["h100-sxm", "measured_share"] == 0.0
