@@ -6,6 +6,7 @@ host campaigns or the H200 campaigns timed, and nothing else."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,9 @@ def test_sweep_rows_carry_the_measured_share():
                 "hardware": ["h200", "h100-sxm"]}).set_index("hardware")
     assert df.loc["h200", "kernel"] == "cublas" and df.loc["h200", "measured_share"] == 1.0
     assert df.loc["h100-sxm", "measured_share"] == 0.0
+
+
+def test_host_residual_corrects_exactly_the_measured_kernels():
+    # the learned correction is trained on host measurements only, so it covers what was measured
+    res = json.loads((Path(hwmodels.__file__).parent / "specs" / hwmodels.load("host").residual_file).read_text())
+    assert set(res["kernels"]) == set(hwmodels.load("host").measured_kernels)
