@@ -45,12 +45,13 @@ def list_cmd(what: Annotated[str, typer.Argument(help="hardware | patterns | ker
         raise ValueError(f"what: got {what!r}; allowed: {', '.join(choices)}")
     if what in ("hardware", "all"):
         t = Table(title="hardware")
-        for col in ("name", "class", "description", "peak fp16 TFLOP/s", "memory GB/s"):
+        for col in ("name", "class", "description", "peak fp16 TFLOP/s", "memory GB/s", "kernels measured on it"):
             t.add_column(col)
         for name in hwmodels.list():
             s = hwmodels.load(name)
             peak = s.peak_flops("fp16") / 1e12 if s.supports_dtype("fp16") else float("nan")
-            t.add_row(name, s.hw_class, s.display_name, f"{peak:,.3g}", f"{s.dram_bw / 1e9:,.0f}")
+            t.add_row(name, s.hw_class, s.display_name, f"{peak:,.3g}", f"{s.dram_bw / 1e9:,.0f}",
+                      ", ".join(s.measured_kernels) or "–")
         console.print(t)
     if what in ("patterns", "all"):
         console.print("[bold]sparsity patterns[/]: " + ", ".join(PATTERN_NAMES))
