@@ -715,11 +715,12 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
     lines = [SPEC_MARKER, "efficiency:"]
     # the summary's "states" are the raw fits (older summaries' "params" hold them too): the spec takes them shrunk
     used = shrink_states(summary.get("states") or {})
+    files = summary["files"]
+    span = files[0] if len(files) == 1 else f"{len(files)} campaigns, {files[0]} … {files[-1]}"
+    fitted_src = (f"fitted on the fit half ({summary['n_fit']} rows of {span}; quality rule: "
+                  f"{summary['quality_rule']}); {calib_file} (it lists the campaigns)")
     for name, val in summary["params"].items():
-        files = summary["files"]
-        span = files[0] if len(files) == 1 else f"{len(files)} campaigns, {files[0]} … {files[-1]}"
-        src = (f"fitted on the fit half ({summary['n_fit']} rows of {span}; quality rule: "
-               f"{summary['quality_rule']}); {calib_file} (it lists the campaigns)")
+        src = fitted_src
         if name in FIXED_PARAMS:
             src = f"fixed at {val:g}: not identifiable from the data (simsparse.calibrate_cpu.FIXED_PARAMS)"
         if name in PRESET_PARAMS:
