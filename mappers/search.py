@@ -71,18 +71,42 @@ def kernel_names(op: Op, spec: HardwareSpec, kernel: str | None = None) -> list[
     return names
 
 
-def best(op: Op, spec: HardwareSpec, kernel: str | None = None) -> tuple[Mapping, Cost]:
+def measured_kernel_names(op: Op, spec: HardwareSpec) -> list[str]:
+    """The legal kernels of `op` that were timed on `spec` in the op's dtype (spec.measured_kernels)."""
+    legal = legal_kernels(op, spec)
+    return [k for k, dtypes in spec.measured_kernels.items() if op.dtype in dtypes and legal.get(k, "") is None]
+
+
+def best(op: Op, spec: HardwareSpec, kernel: str | None = None, measured_only: bool = False) -> tuple[Mapping, Cost]:
     """The fastest legal mapping and its cost (the class mapper's own `best` where it has one,
-    e.g. the GPU mapper prices all its candidates in one vectorised pass)."""
+    e.g. the GPU mapper prices all its candidates in one vectorised pass).
+
+    `measured_only`: the fastest among the mappings whose numbers were measured on this machine
+    (hwmodels.measured: kernel, dtype and the class's run conditions, e.g. a CPU's thread count);
+    where none is, the fastest of all, which then reads as not measured."""
+    if measured_only and kernel is None:
+        names = measured_kernel_names(op, spec)
+        if names:
+            hit = _best_of(op, spec, names, measured=True)
+            if hit is not None:
+                return hit
+    return _best_of(op, spec, kernel_names(op, spec, kernel))
+
+
+def _best_of(op: Op, spec: HardwareSpec, names: list[str], measured: bool = False) -> tuple[Mapping, Cost] | None:
     mod = _mapper_module(spec)
     if hasattr(mod, "best"):
-        return mod.best(op, spec, kernel_names(op, spec, kernel))
+        hit = mod.best(op, spec, names)
+        if not measured or hwmodels.measured(op, hit[0], spec):
+            return hit
     best_pair: tuple[Mapping, Cost] | None = None
-    for mapping in candidates(op, spec, kernel):
+    for mapping in mod.candidates(op, spec, names):
+        if measured and not hwmodels.measured(op, mapping, spec):
+            continue
         c = hwmodels.cost(op, mapping, spec)
         if best_pair is None or c.t_s < best_pair[1].t_s:
             best_pair = (mapping, c)
-    if best_pair is None:
+    if best_pair is None and not measured:
         raise ValueError(f"op: no legal mapping of {op.kind} {op.shape_str()} {op.dtype} on {spec.name} "
-                         f"(kernels tried: {', '.join(kernel_names(op, spec, kernel))})")
+                         f"(kernels tried: {', '.join(names)})")
     return best_pair

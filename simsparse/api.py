@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import hwmodels
 import mappers
 from hwmodels.spec import HardwareSpec
 from simsparse.core.errors import bad
-from simsparse.core.mapping import Cost, Mapping
+from simsparse.core.mapping import MAPPER_CHOICES, Cost, Mapping
 from simsparse.core.ops import Op, Trace
 
 FIDELITIES = ("analytic",)
@@ -54,22 +55,52 @@ class SimResult:
         return df
 
     def summary(self) -> dict[str, Any]:
-        by_bound: dict[str, float] = {}
-        by_kernel: dict[str, float] = {}
-        t_measured = 0.0
-        for r in self.results:
-            by_bound[r.cost.bound] = by_bound.get(r.cost.bound, 0.0) + r.cost.t_s
-            if hwmodels.measured(r.op, r.mapping, self.hardware):
-                t_measured += r.cost.t_s
-            if r.op.kind in ("gemm", "conv2d"):
-                by_kernel[r.mapping.kernel] = by_kernel.get(r.mapping.kernel, 0.0) + r.cost.t_s
+        agg = aggregate(((r.op, r.mapping, r.cost, 1) for r in self.results), self.hardware)
         return {"trace": self.trace.name, "hardware": self.hardware.name, "ops": len(self.results),
-                "total_s": self.total_s, "flops": self.flops, "energy_j": self.energy_j,
-                "tflops_per_s": self.flops / self.total_s / 1e12 if self.total_s else 0.0,
-                "bound_by_time": max(by_bound, key=by_bound.get) if by_bound else "",
-                "main_gemm_kernel": max(by_kernel, key=by_kernel.get) if by_kernel else "",
-                # share of the time priced by kernels measured on this machine (hwmodels.measured)
-                "measured_share": t_measured / self.total_s if self.total_s else 0.0}
+                "total_s": agg["t_s"], "flops": agg["flops"], "energy_j": agg["energy_j"],
+                "tflops_per_s": agg["flops"] / agg["t_s"] / 1e12 if agg["t_s"] else 0.0,
+                "bound_by_time": agg["bound"], "main_gemm_kernel": agg["kernel"],
+                "measured_share": agg["measured_share"]}
+
+
+MATMUL_KINDS = ("gemm", "conv2d")  # the ops whose kernel names a result (aggregate's "kernel")
+
+
+def aggregate(items: Iterable[tuple[Op, Mapping, Cost, int]], spec: HardwareSpec) -> dict[str, Any]:
+    """Totals of costed ops, each (op, mapping, cost, count): time, cycles, energy, FLOPs, bytes per
+    level; `utilisation` weighted by time; `bound`: the bound holding the most time; `kernel`: the
+    kernel holding the most GEMM / conv time (of all ops' where there is none); `measured_share`: the
+    share of the time priced by kernels measured on `spec` (hwmodels.measured). SimResult.summary and
+    a sweep's rows both read it."""
+    t = cyc = e = fl = uf = util_t = t_measured = 0.0
+    n_ops = 0
+    by_bound: dict[str, float] = {}
+    by_matmul: dict[str, float] = {}
+    by_any: dict[str, float] = {}
+    by_level: dict[str, float] = {}
+    for op, mapping, cost, n in items:
+        dt = n * cost.t_s
+        t += dt
+        cyc += n * cost.cycles
+        e += n * cost.energy_j
+        fl += n * cost.flops
+        uf += n * op.useful_flops
+        util_t += cost.utilisation * dt
+        n_ops += n
+        if hwmodels.measured(op, mapping, spec):
+            t_measured += dt
+        by_bound[cost.bound] = by_bound.get(cost.bound, 0.0) + dt
+        by_any[mapping.kernel] = by_any.get(mapping.kernel, 0.0) + dt
+        if op.kind in MATMUL_KINDS:
+            by_matmul[mapping.kernel] = by_matmul.get(mapping.kernel, 0.0) + dt
+        for level, nbytes in cost.bytes_by_level.items():
+            by_level[level] = by_level.get(level, 0.0) + n * nbytes
+    by_kernel = by_matmul or by_any
+    return {"t_s": t, "cycles": cyc, "energy_j": e, "flops": fl, "useful_flops": uf, "n_ops": n_ops,
+            "utilisation": util_t / t if t else 0.0,
+            "bound": max(by_bound, key=by_bound.get) if by_bound else "",
+            "kernel": max(by_kernel, key=by_kernel.get) if by_kernel else "",
+            "measured_share": t_measured / t if t else 0.0, "bytes_by_level": by_level}
 
 
 def op_row(op: Op, mapping: Mapping, cost: Cost, measured: bool) -> dict[str, Any]:
@@ -104,21 +135,24 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     """Map and cost every op of a trace on one machine.
 
     mapper="auto" lets the class mapper pick the fastest legal kernel and tiling per op;
-    a kernel name (e.g. "cusparselt") forces that kernel wherever it is legal and falls
-    back to "auto" for ops it cannot run.
+    mapper="measured" picks the fastest among the kernels measured on this machine in the op's
+    dtype and run conditions (spec.measured_kernels), and falls back to "auto" for an op none of
+    them can run (its `measured` flag then says so); a kernel name (e.g. "cusparselt") forces that
+    kernel wherever it is legal and falls back to "auto" for ops it cannot run.
     """
     if fidelity not in FIDELITIES:
         raise bad("fidelity", fidelity, ", ".join(FIDELITIES))
     spec = hwmodels.load(hardware)
     trace = _as_trace(trace_or_op)
-    forced = kernel or (None if mapper == "auto" else mapper)
+    forced = kernel or (None if mapper in MAPPER_CHOICES else mapper)
     if forced is not None and forced not in hwmodels.kernels(spec):
-        raise bad("mapper", forced, "auto or one of " + ", ".join(hwmodels.kernels(spec)))
+        raise bad("mapper", forced, ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
+    measured_only = forced is None and mapper == "measured"
     out = []
     for op in trace:
         use = forced
         if use is not None and hwmodels.kernels(spec)[use].why_not(op, spec) is not None:
             use = None
-        mapping, cost = mappers.best(op, spec, kernel=use)
+        mapping, cost = mappers.best(op, spec, kernel=use, measured_only=measured_only)
         out.append(OpResult(op, mapping, cost))
     return SimResult(trace, spec, tuple(out))

@@ -81,6 +81,9 @@ def simulate(
     phase: Annotated[str, typer.Option(help="prefill | decode (built-in workloads)")] = "decode",
     kv_len: Annotated[int, typer.Option(help="KV-cache length for decode")] = 2048,
     kernel: Annotated[str | None, typer.Option(help="force a kernel where legal (default: mapper picks)")] = None,
+    measured_only: Annotated[bool, typer.Option(
+        "--measured-only", help="pick among the kernels measured on each machine (in the op's dtype and run "
+                                "conditions) wherever one can run the op")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False,
     csv: Annotated[Path | None, typer.Option(help="write the per-op table as CSV")] = None,
     plot: Annotated[Path | None, typer.Option(help="write the comparison plot here")] = None,
@@ -103,7 +106,7 @@ def simulate(
     for pattern in sparsity:
         trace = base if pattern == "as-traced" else workloads.apply_sparsity(base, pattern)
         for hw in hardware:
-            res = run(trace, hw, kernel=kernel)
+            res = run(trace, hw, mapper="measured" if measured_only else "auto", kernel=kernel)
             s = res.summary()
             s["sparsity"] = pattern
             summaries.append(s)

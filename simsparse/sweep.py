@@ -8,7 +8,7 @@
 A spec names workloads (built-in names, trace files, HF configs with batch / seq grids) and
 plain GEMM-shape grids; sparsity recipes (pattern × density grids for weights and
 activations); hardware (spec names, and what-if overrides gridded with `spec.replace`);
-mapper options (auto or a kernel) and fidelity. See examples/sweeps/*.yaml.
+mapper options (auto, measured or a kernel) and fidelity. See examples/sweeps/*.yaml.
 
 Every point becomes one row with all its inputs and outputs, keyed by a stable hash of the
 inputs (canonical JSON → sha256) and the simsparse version. With `out=` the rows go to a
@@ -49,6 +49,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from simsparse.core.errors import SpecError
+from simsparse.core.mapping import MAPPER_CHOICES
 from simsparse.core.ops import DTYPES, MAX_DIM, Op
 from simsparse.core.sparsity import Activation, Dense, Sparsity, Unstructured, parse_pattern
 
@@ -565,8 +566,8 @@ class _Plan:
 
         known = hwmodels.all_kernels()
         for i, m in enumerate(names):
-            if m != "auto" and m not in known:
-                raise SpecError(f"mapper[{i}]: got {m!r}; allowed: auto, {', '.join(known)}")
+            if m not in MAPPER_CHOICES and m not in known:
+                raise SpecError(f"mapper[{i}]: got {m!r}; allowed: {', '.join(MAPPER_CHOICES)}, {', '.join(known)}")
         return list(dict.fromkeys(names))
 
     @staticmethod
@@ -739,8 +740,9 @@ class _Evaluator:
             s = self.patterns[ck] = parse_pattern(d)
         return s
 
-    def best(self, op: Op, meta: str, spec: Any, sid: str, kernel: str | None) -> tuple[Any, Any]:
-        ck = (op, meta, sid, kernel)
+    def best(self, op: Op, meta: str, spec: Any, sid: str, kernel: str | None,
+             measured_only: bool = False) -> tuple[Any, Any]:
+        ck = (op, meta, sid, kernel, measured_only)
         hit = self.costs.get(ck)
         if hit is not None:
             self.hits += 1
@@ -754,7 +756,7 @@ class _Evaluator:
             if k is None or k.why_not(op, spec) is not None:  # forced kernel illegal here: mapper picks
                 return self.best(op, meta, spec, sid, None)
         self.misses += 1
-        hit = mappers.best(op, spec, kernel=use)
+        hit = mappers.best(op, spec, kernel=use, measured_only=measured_only)
         if len(self.costs) >= self.MAX_COSTS:
             self.costs.clear()
         self.costs[ck] = hit
@@ -818,8 +820,9 @@ class _Evaluator:
         r["error"] = None
         try:
             spec, sid = self.spec(p)
-            kernel = None if p["mapper"] == "auto" else p["mapper"]
-            results = [(self.best(op, meta, spec, sid, kernel), n, op) for op, meta, n in self.ops(p)]
+            kernel = None if p["mapper"] in MAPPER_CHOICES else p["mapper"]
+            only = p["mapper"] == "measured"
+            results = [(self.best(op, meta, spec, sid, kernel, only), n, op) for op, meta, n in self.ops(p)]
         except Exception as e:  # noqa: BLE001 — one bad point must not sink the sweep: record why
             r["error"] = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             return r
@@ -835,33 +838,15 @@ class _Evaluator:
                 total_bytes += nb
             r["bytes_total"] = total_bytes
         else:
-            t = cyc = e = fl = uf = util_t = 0.0
-            by_bound: dict[str, float] = {}
-            by_kernel: dict[str, float] = {}
-            by_level: dict[str, float] = {}
-            n_ops = 0
-            t_measured = 0.0
-            for (mapping, cost), n, op in results:
-                t += n * cost.t_s
-                if hwmodels.measured(op, mapping, spec):
-                    t_measured += n * cost.t_s
-                cyc += n * cost.cycles
-                e += n * cost.energy_j
-                fl += n * cost.flops
-                uf += n * op.useful_flops
-                util_t += n * cost.utilisation * cost.t_s
-                n_ops += n
-                by_bound[cost.bound] = by_bound.get(cost.bound, 0.0) + n * cost.t_s
-                by_kernel[mapping.kernel] = by_kernel.get(mapping.kernel, 0.0) + n * cost.t_s
-                for lvl, nb in cost.bytes_by_level.items():
-                    by_level[lvl] = by_level.get(lvl, 0.0) + n * nb
-            r.update(t_s=t, cycles=cyc, energy_j=e, flops=fl, useful_flops=uf,
-                     bound=max(by_bound, key=by_bound.get), utilisation=util_t / t if t else 0.0,
-                     kernel=max(by_kernel, key=by_kernel.get), mapping="", n_ops=n_ops,
-                     measured_share=t_measured / t if t else 0.0)
-            for lvl, nb in by_level.items():
+            from simsparse.api import aggregate
+
+            agg = aggregate(((op, mapping, cost, n) for (mapping, cost), n, op in results), spec)
+            r.update(t_s=agg["t_s"], cycles=agg["cycles"], energy_j=agg["energy_j"], flops=agg["flops"],
+                     useful_flops=agg["useful_flops"], bound=agg["bound"], utilisation=agg["utilisation"],
+                     kernel=agg["kernel"], mapping="", n_ops=agg["n_ops"], measured_share=agg["measured_share"])
+            for lvl, nb in agg["bytes_by_level"].items():
                 r[f"bytes_{lvl}"] = nb
-            r["bytes_total"] = sum(by_level.values())
+            r["bytes_total"] = sum(agg["bytes_by_level"].values())
         r["tflops_per_s"] = r["flops"] / r["t_s"] / 1e12 if r["t_s"] else 0.0
         return r
 

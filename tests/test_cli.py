@@ -30,6 +30,20 @@ def test_simulate_json_and_plot(tmp_path):
     assert plot.stat().st_size > 1000 and (tmp_path / "ops.csv").exists()
 
 
+def test_simulate_measured_only_raises_the_measured_share(tmp_path):
+    def rows(*extra):
+        p = run("simulate", "llama-2-7b", "-H", "h200", "-s", "dense", "-s", "unstructured@0.1", "--batch", "16",
+                "--json", "--plot", str(tmp_path / "m.png"), *extra)
+        assert p.returncode == 0, p.stderr
+        return {r["sparsity"]: r for r in map(json.loads, p.stdout.splitlines())}
+
+    auto, only = rows(), rows("--measured-only")
+    for pat in ("dense", "unstructured@0.1"):
+        assert only[pat]["measured_share"] >= auto[pat]["measured_share"]
+        assert only[pat]["total_s"] >= auto[pat]["total_s"]  # a narrower search is never faster
+    assert auto["unstructured@0.1"]["measured_share"] < 0.9 < only["unstructured@0.1"]["measured_share"]
+
+
 def test_simulate_trace_file(tmp_path):
     from simsparse.core.ops import Op, Trace
 

@@ -100,3 +100,77 @@ def test_host_residual_corrects_exactly_the_measured_kernels():
     # the learned correction is trained on host measurements only, so it covers what was measured
     res = json.loads((Path(hwmodels.__file__).parent / "specs" / hwmodels.load("host").residual_file).read_text())
     assert set(res["kernels"]) == set(hwmodels.load("host").measured_kernels)
+
+
+# --- mapper="measured": the fastest among the measured mappings -------------------------------------
+
+def _measured_times(op, spec):
+    """Every measured kernel's best mapping time for `op`, priced one kernel at a time."""
+    out = {}
+    for k, dtypes in spec.measured_kernels.items():
+        if op.dtype in dtypes and mappers.legal_kernels(op, spec).get(k) is None:
+            mapping, cost = mappers.best(op, spec, kernel=k)
+            if hwmodels.measured(op, mapping, spec):
+                out[k] = cost.t_s
+    return out
+
+
+def test_measured_only_picks_the_fastest_measured_kernel():
+    one = hwmodels.load("host").replace(threads=1)
+    op = Op.gemm(784, 256, 512, dtype="fp32", weight=Unstructured(0.1))
+    auto, auto_cost = mappers.best(op, one)
+    assert auto.kernel == "xnn_spmm" and not hwmodels.measured(op, auto, one)  # the case that needs it
+    m, c = mappers.best(op, one, measured_only=True)
+    times = _measured_times(op, one)
+    assert hwmodels.measured(op, m, one) and c.t_s == min(times.values()) and m.kernel == min(times, key=times.get)
+    assert c.t_s >= auto_cost.t_s  # a restriction of the search can only be slower
+
+
+def test_measured_only_falls_back_where_nothing_measured_can_run():
+    host = hwmodels.load("host")  # two threads: no mapping on it was measured
+    op = Op.gemm(784, 256, 512, dtype="fp32", weight=Unstructured(0.1))
+    assert mappers.best(op, host, measured_only=True) == mappers.best(op, host)
+    bf16 = Op.gemm(784, 256, 512, dtype="bf16", weight=Unstructured(0.1))  # no bf16 kernel was timed
+    one = host.replace(threads=1)
+    assert mappers.best(bf16, one, measured_only=True) == mappers.best(bf16, one)
+    sd = hwmodels.load("snapdragon-835")  # nothing measured at all
+    assert mappers.best(op, sd, measured_only=True) == mappers.best(op, sd)
+    # a forced kernel wins over the measured restriction
+    assert mappers.best(op, one, kernel="xnn_spmm", measured_only=True)[0].kernel == "xnn_spmm"
+
+
+def test_simulate_mapper_measured_covers_every_op_a_measured_kernel_can_run():
+    import workloads
+
+    one = hwmodels.load("host").replace(threads=1)
+    trace = workloads.apply_sparsity(workloads.get("mobilenet_v2", batch=1, dtype="fp32"), "unstructured@0.1")
+    auto = simulate(trace, one)
+    meas = simulate(trace, one, mapper="measured")
+    for ra, rm in zip(auto.results, meas.results, strict=True):
+        if _measured_times(rm.op, one):
+            assert hwmodels.measured(rm.op, rm.mapping, one) and rm.cost.t_s >= ra.cost.t_s
+        else:
+            assert rm.mapping == ra.mapping
+    assert meas.summary()["measured_share"] > auto.summary()["measured_share"]
+    assert meas.total_s >= auto.total_s
+    with pytest.raises(ValueError, match="mapper.*measured"):
+        simulate(trace, one, mapper="fastest")
+
+
+def test_sweep_mapper_measured_matches_simulate():
+    from simsparse.sweep import sweep
+
+    spec = {"workloads": [{"name": "mobilenet_v2", "batch": 1, "dtype": "fp32"}],
+            "sparsity": {"weight": ["unstructured@0.1"]},
+            "hardware": [{"host": {"threads": 1}}], "mapper": ["auto", "measured"]}
+    df = sweep(spec).set_index("mapper")
+    import workloads
+
+    one = hwmodels.load("host").replace(threads=1)
+    trace = workloads.apply_sparsity(workloads.get("mobilenet_v2", batch=1, dtype="fp32"), "unstructured@0.1")
+    for mapper in ("auto", "measured"):
+        s = simulate(trace, one, mapper=mapper).summary()
+        row = df.loc[mapper]
+        assert row["t_s"] == pytest.approx(s["total_s"], rel=1e-12)
+        assert row["measured_share"] == pytest.approx(s["measured_share"], rel=1e-12)
+        assert row["kernel"] == s["main_gemm_kernel"] and row["bound"] == s["bound_by_time"]

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BOUNDS = ("compute", "memory", "latency", "decode", "imbalance", "launch")
+# what a user may ask the mapper for besides a kernel name: the fastest legal mapping ("auto"), or the
+# fastest among the kernels measured on the machine ("measured"; mappers.best(measured_only=True))
+MAPPER_CHOICES = ("auto", "measured")
 
 
 @dataclass(frozen=True)
