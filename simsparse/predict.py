@@ -26,10 +26,11 @@ import hwmodels
 import mappers
 import mappers.search
 from simsparse.core.errors import SpecError
+from simsparse.core.mapping import MAPPER_CHOICES
 from simsparse.core.ops import Op
 from simsparse.core.sparsity import Activation, Dense, parse_pattern
 
-ALLOWED_FIELDS = {"hardware", "op", "weight", "activation", "kernel", "id", "tag"}
+ALLOWED_FIELDS = {"hardware", "op", "weight", "activation", "kernel", "mapper", "id", "tag"}
 
 
 class LineError(ValueError):
@@ -71,8 +72,8 @@ def _parse_activation(obj: Any) -> Activation | Dense:
         raise _split_error(e, "activation", prefix="activation") from None
 
 
-def parse_line(obj: Any) -> tuple[Op, str, str | None]:
-    """Validate one decoded input object → (op, hardware name, kernel or None)."""
+def parse_line(obj: Any) -> tuple[Op, str, str | None, bool]:
+    """Validate one decoded input object → (op, hardware name, kernel or None, measured only)."""
     if not isinstance(obj, dict):
         raise LineError("line", f"got {type(obj).__name__}; allowed: a JSON object")
     unknown = set(obj) - ALLOWED_FIELDS
@@ -85,6 +86,9 @@ def parse_line(obj: Any) -> tuple[Op, str, str | None]:
     kernel = obj.get("kernel")
     if kernel is not None and not isinstance(kernel, str):
         raise LineError("kernel", f"got {kernel!r}; allowed: a kernel name string")
+    mapper = obj.get("mapper", "auto")
+    if mapper not in MAPPER_CHOICES:
+        raise LineError("mapper", f"got {mapper!r}; allowed: {', '.join(MAPPER_CHOICES)}")
     op_d = obj.get("op")
     if not isinstance(op_d, dict):
         raise LineError("op", f"got {op_d!r}; allowed: {{\"kind\": \"gemm\", \"m\": …, \"n\": …, \"k\": …}}")
@@ -124,7 +128,7 @@ def parse_line(obj: Any) -> tuple[Op, str, str | None]:
         raise
     except (ValueError, TypeError) as e:
         raise _split_error(e, "op") from None
-    return op, hw, kernel
+    return op, hw, kernel, mapper == "measured"
 
 
 def _spec(name: str):
@@ -134,14 +138,14 @@ def _spec(name: str):
         raise LineError("hardware", str(e).removeprefix("hardware: ")) from None
 
 
-Parsed = tuple[Op, object, str | None]  # (op, spec, kernel)
+Parsed = tuple[Op, object, str | None, bool]  # (op, spec, kernel, measured only)
 
 
 def _parse(obj: Any) -> Parsed | LineError:
     """Validate a decoded line → (op, spec, kernel), or the LineError that answers it."""
     try:
-        op, hw, kernel = parse_line(obj)
-        return op, _spec(hw), kernel
+        op, hw, kernel, measured_only = parse_line(obj)
+        return op, _spec(hw), kernel, measured_only
     except LineError as e:
         return e
     except Exception as e:  # noqa: BLE001 — every line gets an answer, never a traceback
@@ -153,9 +157,9 @@ def _answer(obj: Any, parsed: Parsed | LineError) -> dict[str, Any]:
     try:
         if isinstance(parsed, LineError):
             raise parsed
-        op, spec, kernel = parsed
+        op, spec, kernel, measured_only = parsed
         try:
-            mapping, cost = mappers.best(op, spec, kernel=kernel)
+            mapping, cost = mappers.best(op, spec, kernel=kernel, measured_only=measured_only)
         except ValueError as e:
             raise _split_error(e, "kernel" if kernel else "op") from None
     except LineError as e:
@@ -202,11 +206,12 @@ def _prefill(parsed: list[Parsed | LineError]) -> None:
     for p in parsed:
         if isinstance(p, LineError):
             continue
-        op, spec, kernel = p
+        op, spec, kernel, measured_only = p
         if getattr(spec, "hw_class", None) != "gpu":
             continue
         try:
-            names = mappers.search.kernel_names(op, spec, kernel)
+            names = (measured_only and kernel is None and mappers.search.measured_kernel_names(op, spec)) or \
+                mappers.search.kernel_names(op, spec, kernel)
         except ValueError:
             continue
         tile = tuple(k for k in names if k in gpu_model.TILE_KERNELS)

@@ -174,3 +174,24 @@ def test_sweep_mapper_measured_matches_simulate():
         assert row["t_s"] == pytest.approx(s["total_s"], rel=1e-12)
         assert row["measured_share"] == pytest.approx(s["measured_share"], rel=1e-12)
         assert row["kernel"] == s["main_gemm_kernel"] and row["bound"] == s["bound_by_time"]
+
+
+def test_predict_line_can_ask_for_the_measured_mapping():
+    from simsparse.predict import predict_stream
+
+    line = {"hardware": "host", "op": {"kind": "gemm", "m": 784, "n": 256, "k": 512, "dtype": "fp32"},
+            "weight": {"pattern": "unstructured", "density": 0.1}}
+    op = Op.gemm(784, 256, 512, dtype="fp32", weight=Unstructured(0.1))
+    auto = predict_obj(line)
+    only = predict_obj({**line, "mapper": "measured"})
+    assert auto["t_s"] == mappers.best(op, hwmodels.load("host"))[1].t_s
+    assert only["t_s"] == auto["t_s"] and only["measured"] is False  # host runs 2 threads: nothing measured
+    gpu = {"hardware": "h200", "op": {"kind": "gemm", "m": 16, "n": 4096, "k": 4096, "dtype": "fp16"},
+           "weight": {"pattern": "unstructured", "density": 0.1}}
+    a, m = predict_obj(gpu), predict_obj({**gpu, "mapper": "measured"})
+    assert a["measured"] is False and m["measured"] is True and m["t_s"] >= a["t_s"]
+    # the batched path (GPU prefill) answers as line by line does
+    batch = [json.dumps({**gpu, "mapper": "measured", "id": i}) for i in range(3)]
+    assert all(r["t_s"] == m["t_s"] and r["kernel"] == m["kernel"] for r in predict_stream(batch))
+    bad = predict_obj({**line, "mapper": "fastest"})
+    assert bad["error"]["field"] == "mapper" and "measured" in bad["error"]["reason"]
