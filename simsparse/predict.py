@@ -142,7 +142,7 @@ Parsed = tuple[Op, object, str | None, bool]  # (op, spec, kernel, measured only
 
 
 def _parse(obj: Any) -> Parsed | LineError:
-    """Validate a decoded line → (op, spec, kernel), or the LineError that answers it."""
+    """Validate a decoded line → (op, spec, kernel, measured only), or the LineError that answers it."""
     try:
         op, hw, kernel, measured_only = parse_line(obj)
         return op, _spec(hw), kernel, measured_only
@@ -210,8 +210,8 @@ def _prefill(parsed: list[Parsed | LineError]) -> None:
         if getattr(spec, "hw_class", None) != "gpu":
             continue
         try:
-            names = (measured_only and kernel is None and mappers.search.measured_kernel_names(op, spec)) or \
-                mappers.search.kernel_names(op, spec, kernel)
+            names = mappers.search.measured_kernel_names(op, spec) if measured_only and kernel is None else []
+            names = names or mappers.search.kernel_names(op, spec, kernel)
         except ValueError:
             continue
         tile = tuple(k for k in names if k in gpu_model.TILE_KERNELS)
