@@ -1018,21 +1018,16 @@ if __name__ == "__main__":
 
 # --- end to end: sparse CNNs on a phone core (Elsen et al., CVPR 2020) --------------------------
 
-FUSED_AT_INFERENCE = ("batch_norm", "relu", "hardtanh")  # folded into weights / fused min-max clamp
-
-
 def inference_trace(name: str, batch: int = 1, dtype: str = "fp32", width: float = 1.0):
-    """A CNN as XNNPACK runs it: batch norm folded into the convs, ReLU/ReLU6 fused as a clamp;
-    SiLU, sigmoid, squeeze-excite, residual adds and pooling stay separate ops. `width` is the
-    MobileNet width multiplier (workloads.cnn)."""
+    """A CNN as XNNPACK runs it (workloads.cnn.fold_for_deployment: batch norm folded into the convs,
+    ReLU/ReLU6 fused as a clamp; SiLU, sigmoid, squeeze-excite, residual adds and pooling stay
+    separate ops). `width` is the MobileNet width multiplier (workloads.cnn)."""
     import workloads
-    from simsparse.core.ops import Trace
     from workloads import cnn
 
     t = workloads.get(name, batch=batch, dtype=dtype) if width == 1.0 else \
         cnn.trace(name, batch=batch, dtype=dtype, width=width)
-    ops = tuple(o for o in t.ops if not (o.kind == "eltwise" and o.meta.get("op_type") in FUSED_AT_INFERENCE))
-    return Trace(f"{t.name}[inference]", ops, t.provenance)
+    return cnn.fold_for_deployment(t)
 
 
 def is_sparse_1x1(op) -> bool:

@@ -349,3 +349,22 @@ def test_detected_stats_roundtrip(tmp_path, suffix):
         assert got == sp
         assert np.array_equal(got.stats.row_nnz, sp.stats.row_nnz)
         assert np.array_equal(got.stats.tile_nnz, sp.stats.tile_nnz) and got.stats.tile_shape == (64, 64)
+
+
+@pytest.mark.parametrize("name, convs, clamps, se_fcs", [
+    ("mobilenet_v1", 27, 27, 0),  # first conv + 13 depthwise + 13 pointwise, each with BN and ReLU6
+    ("mobilenet_v2", 52, 35, 0),  # first conv, block 0 (dw, project), 16 x (expand, dw, project), last 1x1;
+                                  # ReLU6 after all but the 17 linear projections
+    ("efficientnet_b0", 49, 0, 32),  # stem, block 1 (dw, project), 15 x (expand, dw, project), head;
+                                     # SiLU is not folded; the 16 squeeze-excites' two FCs have no BN
+])
+def test_fold_for_deployment_drops_exactly_the_bn_and_relu_ops(name, convs, clamps, se_fcs):
+    t = cnn.trace(name)
+    folded = cnn.fold_for_deployment(t)
+    kept = [o for o in t if not (o.kind == "eltwise" and o.meta.get("op_type") in cnn.FOLDED_AT_DEPLOYMENT)]
+    assert list(folded) == kept  # everything else, in order
+    bn = sum(o.kind == "eltwise" and o.meta.get("op_type") == "batch_norm" for o in t)
+    clamp = sum(o.kind == "eltwise" and o.meta.get("op_type") in ("relu", "hardtanh") for o in t)
+    assert (sum(o.kind == "conv2d" for o in t), bn, clamp) == (convs + se_fcs, convs, clamps)
+    assert len(t) - len(folded) == bn + clamp
+    assert all(o.meta.get("op_type") not in cnn.FOLDED_AT_DEPLOYMENT for o in folded)

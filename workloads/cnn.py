@@ -307,6 +307,19 @@ class _Builder:
         raise bad(p, type(nd).__name__, "Conv, Seq, Residual, SE, Pool, Flatten, Linear")
 
 
+# element-wise ops a deployed CNN runtime (XNNPACK, TFLite, ONNX Runtime) does not run: batch norm is
+# folded into the preceding conv's weights and bias, ReLU / ReLU6 (hardtanh) become the conv's output clamp
+FOLDED_AT_DEPLOYMENT = ("batch_norm", "relu", "hardtanh")
+
+
+def fold_for_deployment(t: Trace) -> Trace:
+    """The trace as a deployed runtime executes it: without the batch norms and ReLU / ReLU6 ops it folds
+    into the convolutions (FOLDED_AT_DEPLOYMENT). SiLU, sigmoid, hard-swish, squeeze-excite, residual
+    adds and pooling stay. `trace()` keeps every op, as PyTorch eager runs them."""
+    ops = tuple(o for o in t.ops if not (o.kind == "eltwise" and o.meta.get("op_type") in FOLDED_AT_DEPLOYMENT))
+    return Trace(f"{t.name}[deployed]", ops, t.provenance)
+
+
 def trace(name: str, batch: int = 1, image_size: int = 224, dtype: str = "fp16",
           num_classes: int = 1000, width: float = 1.0) -> Trace:
     """Inference trace of a zoo CNN from its layer table (torch not needed); `width` is the
