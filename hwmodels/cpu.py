@@ -32,6 +32,8 @@ accumulators. Kernels:
 * ``cpu_act_gemv``   activation-sparse GEMV: only the weight columns of nonzero activations.
 * ``cpu_dense_gemm`` dense baseline: im2col + blocked GEMM (XNNPACK f32-gemm / OpenBLAS).
 * ``cpu_depthwise``  dense depthwise convolution (XNNPACK dwconv, kh·kw taps per vector).
+* ``cpu_dwconv``     this package's numba depthwise convolution in CHW (simsparse/kernels/cpu.py):
+                     per output row, one pass over it per tap row (kw taps fused), scalar edges.
 * ``cpu_eltwise``    element-wise / pooling pass (memory bound).
 """
 
@@ -118,6 +120,10 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
     KernelInfo("cpu_depthwise", "cpu", ("conv2d",), ("*",), "dense", "simd", False,
                description="dense depthwise convolution, kh*kw taps per output vector (XNNPACK dwconv)",
                rules=(_is_depthwise,)),
+    KernelInfo("cpu_dwconv", "cpu", ("conv2d",), ("*",), "dense", "simd", False,
+               description="numba depthwise convolution, CHW, one pass per tap row over the output row "
+                           "(simsparse.kernels.cpu)",
+               rules=(_is_depthwise, _native, _numeric_dtype)),
     KernelInfo("xnn_spmm", "cpu", GEMM_KINDS, SPARSE_WEIGHT, "csr", "simd", True,
                description="XNNPACK sparse 1x1 conv / SpMM in NCHW, MR pixels x 1 channel in registers",
                rules=(_pointwise,)),
@@ -243,8 +249,20 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
         return {"eff": 1.0, "c_pack": 2 / ld + 1 / st, "t_call_s": 0.0}
     if family == "cpu_act_gemv":
         return {"c_scan": 1.0}  # load + compare + branch per activation
+    if family == "cpu_dwconv":
+        return {
+            "c_v": max(1 / ld, 1 / st),  # per output vector of a tap row's pass: load and store the output
+            "c_x1": max(1 / ld, 1 / fma),  # per tap and output vector at stride 1: an input load + multiply-add
+            # stride 2: LLVM leaves the every-other-element loop scalar (no strided vector load on these ISAs);
+            # per output element its load and store, and per tap a scalar load + multiply-add
+            "c_s2": 2 / ld + 1 / st,
+            "c_x2": max(1 / ld, 1 / fma),
+            "c_tap": 8.0,  # per tap row: bounds test, kw weight broadcasts, loop set-up
+            "c_row": 8.0,  # per output row: row offsets and the loop over tap rows
+            "c_edge": 4.0,  # per scalar edge tap: bounds test, load, multiply-add, store
+        }
     raise ValueError(f"family: got {family!r}; allowed: xnn, numba, cpu_bitmap, cpu_bsr, cpu_nm, gemm, "
-                     "cpu_act_gemv")
+                     "cpu_act_gemv, cpu_dwconv")
 
 
 def params(spec: CPUSpec, family: str) -> dict[str, float]:
@@ -753,6 +771,49 @@ def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops)
 
 
+@functools.lru_cache(maxsize=1024)
+def dwconv_counts(h: int, w: int, kh: int, kw: int, stride: int, pad: int) -> tuple[int, int, int, int, int]:
+    """Loop counts of the numba CHW depthwise kernel for one channel: (output rows, output columns,
+    tap rows inside the image summed over the output rows, interior columns of a row (every tap inside),
+    scalar edge taps per tap row)."""
+    oh = (h + 2 * pad - kh) // stride + 1
+    ow = (w + 2 * pad - kw) // stride + 1
+    rows = sum(1 for o in range(oh) for r in range(kh) if 0 <= o * stride + r - pad < h)
+    lo = min(ow, -(-pad // stride))
+    hi = max(lo, min(ow, (w - kw + pad) // stride + 1))
+    edge = sum(1 for o in [*range(lo), *range(hi, ow)] for q in range(kw) if 0 <= o * stride + q - pad < w)
+    return oh, ow, rows, hi - lo, edge
+
+
+def _dwconv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
+    """numba CHW depthwise convolution: per channel and output row, zero the row, then per tap row
+    inside the image one vectorised pass over the interior columns (kw input loads and multiply-adds
+    per output vector, the output loaded and stored once) and scalar taps at the two edges."""
+    g = op.conv
+    p = params(spec, "cpu_dwconv")
+    nb = params(spec, "numba")
+    lane = lanes(spec, op.dtype)
+    b = op.dtype_bytes
+    oh, ow, rows, inner, edge = dwconv_counts(g.h, g.w, g.kh, g.kw, g.stride, g.pad)
+    tail_share = nb["c_tail"] / nb["c_vec"]  # a tail trip of a compiler-vectorised loop, per full vector
+    if g.stride == 1:  # vectorised: full vectors of the unrolled body, then half-width and scalar trips
+        vm, vt = loop_steps(inner, lane)
+        interior = (vm + vt * tail_share) * (p["c_v"] + g.kw * p["c_x1"])
+    else:  # strided input: a scalar loop over the output elements
+        interior = inner * (p["c_s2"] + g.kw * p["c_x2"])
+    zm, zt = loop_steps(ow, lane)
+    per_row = p["c_row"] + zm * nb["c_out"] + zt * nb["c_tail"]
+    per_tap_row = p["c_tap"] + interior + edge * p["c_edge"]
+    channels = g.n_img * g.c_out
+    cycles = channels * (oh * per_row + rows * per_tap_row)
+    threads = min(threads_of(spec, mapping), channels)
+    bytes_dram = channels * (g.h * g.w + oh * ow + g.kh * g.kw) * b
+    # input and output rows are read and written in order, a few rows apart: hardware prefetch streams
+    # them under the arithmetic (the one-stream DRAM share, overlapped like a GEMV)
+    return _result(op, spec, cycles=cycles, threads=threads, t_call=nb["t_call_s"], bytes_dram=bytes_dram,
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=True, mapping=mapping)
+
+
 def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """Activation-sparse GEMV/GEMM: per nonzero activation, one axpy of its weight column over N."""
     family = "xnn" if spec.isa == "wasm_simd128" else "numba"
@@ -798,7 +859,8 @@ def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
 
 
 _FAMILY: dict[str, Callable[[Op, Mapping, CPUSpec], Cost]] = {
-    "cpu_dense_gemm": _dense_gemm_cost, "cpu_depthwise": _depthwise_cost, "cpu_act_gemv": _act_gemv_cost,
+    "cpu_dense_gemm": _dense_gemm_cost, "cpu_depthwise": _depthwise_cost, "cpu_dwconv": _dwconv_cost,
+    "cpu_act_gemv": _act_gemv_cost,
     "cpu_eltwise": _eltwise_cost,
 }
 

@@ -209,6 +209,25 @@ NEW16_1X1 = [(192, 32, 1225), (768, 192, 289), (576, 136, 361), (1024, 512, 169)
 # the fit half, the last 6 are held out
 NEW17_1X1 = [(96, 384, 9216), (384, 96, 9216), (16, 96, 50176), (32, 16, 50176), (96, 24, 12544), (64, 256, 16384),
              (64, 32, 25600), (32, 128, 16384), (128, 32, 16384), (256, 64, 16384), (24, 144, 12544), (256, 48, 16641)]
+# Depthwise convolutions (kernel cpu_dwconv, CHW, one image, fp32): every distinct (channels, input size, kernel,
+# stride) of MobileNet v1 at widths 0.75 / 1.0 / 1.4, MobileNet v2 at 0.5 / 0.8 / 1.0 / 1.15 / 1.4 and EfficientNet-B0,
+# 224-pixel input (the networks of the Snapdragon 835 comparison; workloads.cnn), then the 5x5 layers of MobileNet v3
+# Large and Small (Howard et al. 2019, Tables 1-2: expansion width at its input size) that the first part lacks;
+# padding kernel // 2; (C, H = W, k, s)
+DEPTHWISE = [(480, 7, 3, 1), (768, 7, 3, 1), (960, 7, 3, 1), (1024, 7, 3, 1), (1104, 7, 3, 1), (1152, 7, 3, 1),
+             (1344, 7, 3, 1), (1433, 7, 3, 1), (192, 14, 3, 1), (288, 14, 3, 1), (384, 14, 3, 1), (432, 14, 3, 1),
+             (480, 14, 3, 1), (512, 14, 3, 1), (528, 14, 3, 1), (576, 14, 3, 1), (672, 14, 3, 1), (716, 14, 3, 1),
+             (816, 14, 3, 1), (96, 28, 3, 1), (144, 28, 3, 1), (192, 28, 3, 1), (240, 28, 3, 1), (256, 28, 3, 1),
+             (288, 28, 3, 1), (358, 28, 3, 1), (96, 56, 3, 1), (128, 56, 3, 1), (144, 56, 3, 1), (179, 56, 3, 1),
+             (192, 56, 3, 1), (16, 112, 3, 1), (24, 112, 3, 1), (32, 112, 3, 1), (40, 112, 3, 1), (44, 112, 3, 1),
+             (48, 112, 3, 1), (288, 14, 3, 2), (384, 14, 3, 2), (480, 14, 3, 2), (512, 14, 3, 2), (576, 14, 3, 2),
+             (672, 14, 3, 2), (716, 14, 3, 2), (816, 14, 3, 2), (96, 28, 3, 2), (144, 28, 3, 2), (192, 28, 3, 2),
+             (240, 28, 3, 2), (256, 28, 3, 2), (288, 28, 3, 2), (358, 28, 3, 2), (96, 56, 3, 2), (128, 56, 3, 2),
+             (144, 56, 3, 2), (179, 56, 3, 2), (192, 56, 3, 2), (48, 112, 3, 2), (64, 112, 3, 2), (89, 112, 3, 2),
+             (96, 112, 3, 2), (144, 112, 3, 2), (1152, 7, 5, 1), (480, 14, 5, 1), (672, 14, 5, 1), (240, 28, 5, 1),
+             (672, 14, 5, 2), (144, 56, 5, 2),
+             (72, 56, 5, 2), (120, 28, 5, 1), (960, 7, 5, 1), (96, 28, 5, 2), (240, 14, 5, 1), (120, 14, 5, 1),
+             (144, 14, 5, 1), (288, 14, 5, 2), (576, 7, 5, 1)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -224,6 +243,17 @@ def split_of(n: int, k: int) -> str:
     """Calibration split by shape, the project's rule (simsparse.validate.half_of): crc32 of
     'NxK' even → fit, odd → validate."""
     return "fit" if zlib.crc32(f"{int(n)}x{int(k)}".encode()) % 2 == 0 else "validate"
+
+
+def conv_split_of(conv: dict[str, int]) -> str:
+    """The same rule for a depthwise convolution, on its geometry: crc32 of 'dw CxH kK sS' even → fit."""
+    key = f"dw{int(conv['c'])}x{int(conv['h'])}k{int(conv['kh'])}s{int(conv['stride'])}"
+    return "fit" if zlib.crc32(key.encode()) % 2 == 0 else "validate"
+
+
+def row_split(row: dict[str, Any]) -> str:
+    """A measured row's half: by its convolution geometry where it has one, else by (N, K)."""
+    return conv_split_of(row["conv"]) if row.get("conv") else split_of(row["n"], row["k"])
 
 
 # --- machine identity and thread control --------------------------------------------------------
@@ -490,6 +520,14 @@ class Point:
     pattern: dict[str, Any]
     layer: str
     activation_density: float = 1.0
+    conv: tuple[int, int, int, int, int] | None = None  # depthwise (C, H = W, k, stride, pad); None: a GEMM
+
+    @property
+    def conv_dict(self) -> dict[str, int] | None:
+        if self.conv is None:
+            return None
+        c, h, k, stride, pad = self.conv
+        return {"c": c, "h": h, "w": h, "kh": k, "kw": k, "stride": stride, "pad": pad}
 
 
 TABLES = {  # the layer tables a campaign can measure (--tables), by name
@@ -512,6 +550,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers15": (("new_layers15", NEW15_1X1),),
     "new_layers16": (("new_layers16", NEW16_1X1),),
     "new_layers17": (("new_layers17", NEW17_1X1),),
+    "depthwise": (("depthwise", DEPTHWISE),),  # (C, H, k, stride) depthwise convolutions, not 1x1 layers
 }
 
 
@@ -526,12 +565,15 @@ def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False,
     if unknown or not tables:
         raise ValueError(f"tables: got {', '.join(unknown) or 'none'}; allowed: {', '.join(TABLES)}")
     cnn: list[tuple[str, tuple[int, int, int]]] = []
+    pts: list[Point] = []
     for t in tables:
+        if t == "depthwise":
+            pts += depthwise_points(quick)
+            continue
         for name, table in TABLES[t]:
             cnn += [(name, s) for s in table]
-    if quick:
+    if quick and cnn:
         cnn = [cnn[2], cnn[8], cnn[13]]
-    pts: list[Point] = []
     seen = set()
     for layer, (cin, cout, hw) in cnn:
         if (cin, cout, hw) in seen:
@@ -563,6 +605,17 @@ def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False,
         for a in ACT_DENSITIES:
             pts.append(Point("cpu_act_gemv", 1, n, k, {"pattern": "dense"}, "llama-2-decode", a))
     return pts
+
+
+def depthwise_points(quick: bool = False) -> list[Point]:
+    """One cpu_dwconv point per DEPTHWISE layer (dense fp32; GEMM view M = output pixels, N = 1, K = k*k)."""
+    out = []
+    for c, h, k, stride in (DEPTHWISE[::17] if quick else DEPTHWISE):
+        pad = k // 2
+        oh = (h + 2 * pad - k) // stride + 1
+        out.append(Point("cpu_dwconv", oh * oh, 1, k * k, {"pattern": "dense"}, "depthwise",
+                         conv=(c, h, k, stride, pad)))
+    return out
 
 
 def _llc_bytes() -> int:
@@ -639,6 +692,21 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
         facts.update(mb=0, weight_bytes=int(op_w.nbytes))
         facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
         return (lambda i: fn(ws[i], xs[i], out=ys[i])), copies, facts
+    if pt.kernel == "cpu_dwconv":
+        c, h, kk, stride, pad = pt.conv
+        x = rng.standard_normal((c, h, h), dtype=np.float32)
+        w = rng.standard_normal((c, kk, kk), dtype=np.float32)
+        ref = K.depthwise_reference(w, x, stride, pad)
+        set_bytes = x.nbytes + 4 * c * pt.m + w.nbytes
+        if copies is None:
+            copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
+        ws = [w] + [w.copy() for _ in range(copies - 1)]
+        xs = [x] + [x.copy() for _ in range(copies - 1)]
+        ys = [np.empty_like(ref, dtype=np.float32) for _ in range(copies)]
+        got = K.depthwise_conv2d(ws[0], xs[0], stride, pad, out=ys[0])
+        facts.update(mb=0, weight_bytes=int(w.nbytes))
+        facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+        return (lambda i: K.depthwise_conv2d(ws[i], xs[i], stride, pad, out=ys[i])), copies, facts
     spars = parse_pattern(pt.pattern)
     dense = pt.pattern["pattern"] == "dense"
     mask = spars.mask((n, k), seed) if not dense else np.ones((n, k), bool)
@@ -663,7 +731,7 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
         call = lambda e, xx, yy: K.spmm_nm(e, xx, mb, out=yy)  # noqa: E731
     else:
         raise ValueError(f"kernel: got {pt.kernel!r}; allowed: cpu_dense_gemm, cpu_csr, cpu_bitmap, "
-                         "cpu_bsr, cpu_nm, cpu_act_gemv")
+                         "cpu_bsr, cpu_nm, cpu_act_gemv, cpu_dwconv")
     enc = encode(wd)
     facts["weight_bytes"] = int(enc.nbytes)
     if pt.kernel != "cpu_dense_gemm":
@@ -700,6 +768,8 @@ def warm_up() -> None:
         Point("cpu_nm", 20, 8, 16, {"pattern": "2:4"}, "warm"),
         Point("cpu_act_gemv", 1, 8, 16, {"pattern": "dense"}, "warm", 0.5),
         Point("cpu_dense_gemm", 20, 8, 16, {"pattern": "dense"}, "warm"),
+        Point("cpu_dwconv", 16, 1, 9, {"pattern": "dense"}, "warm", conv=(4, 8, 3, 2, 1)),
+        Point("cpu_dwconv", 64, 1, 25, {"pattern": "dense"}, "warm", conv=(4, 8, 5, 1, 2)),
     ]:
         fn, _, _ = build(pt)
         fn(0)
@@ -724,7 +794,8 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
     row = {"type": "point", "kernel": pt.kernel, "m": pt.m, "n": pt.n, "k": pt.k, "dtype": "fp32",
            "weight": pt.pattern, "activation_density": pt.activation_density, "layer": pt.layer,
            "mapping": {"kernel": pt.kernel, "tile": [facts.get("mb", 0), pt.n, pt.k], "threads": 1},
-           "split": split_of(pt.n, pt.k), "rotation_copies": n_rot, **facts, **r,
+           "split": conv_split_of(pt.conv_dict) if pt.conv else split_of(pt.n, pt.k),
+           **({"conv": pt.conv_dict, "batch": pt.conv[0]} if pt.conv else {}), "rotation_copies": n_rot, **facts, **r,
            "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"), "pid": os.getpid(),
            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if facts["rel_err"] > 1e-4:
@@ -919,8 +990,8 @@ def load_rows(paths: list[Path] | Path | None = None) -> list[dict[str, Any]]:
             r = json.loads(line)
             if r.get("type") in ("point", "remeasure") and "error" not in r:
                 key = (r["kernel"], r["m"], r["n"], r["k"], json.dumps(r["weight"], sort_keys=True),
-                       r["activation_density"])
-                points[key] = {**r, "campaign": Path(p).stem, "split": split_of(r["n"], r["k"])}
+                       r["activation_density"], json.dumps(r.get("conv"), sort_keys=True))
+                points[key] = {**r, "campaign": Path(p).stem, "split": row_split(r)}
         rows += list(points.values())
     return rows
 

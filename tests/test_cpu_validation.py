@@ -24,8 +24,8 @@ row with the fitted model's error and with the error of the model refitted witho
 analytic model alone is guarded too, so it cannot rot behind the correction.
 
 The bounds below are the figures reached with the current host model (plus a small margin), not the issue's
-target of 90 % of held-out points within ±10 %. That target is NOT met over all campaigns: 88.7 % with the
-rule, 82.5 % without, over thirty campaigns (the analytic model alone: 79.3 %). On the campaigns measured
+target of 90 % of held-out points within ±10 %. That target is NOT met over all campaigns: 88.8 % with the
+rule, 82.5 % without, over thirty-one campaigns (the analytic model alone: 79.4 %). On the campaigns measured
 with one process per pass (15-30) it is 88.6 %. The campaigns measured after a fit (27: 76.5 %, 28: 70.3 %, 29: 86.0 %,
 30: 53.7 % on
 their held-out halves when first scored) are the hardest: see validation/data/cpu-host/README.md ("A learned
@@ -59,14 +59,19 @@ from simsparse.measure_cpu import DEFAULT_OUT, load_rows
 # with the rule (6015 rows); 0.061 / 0.825 without (7641); per kernel act_gemv 0.061, bitmap 0.054, bsr 0.045,
 # csr 0.049, dense 0.034, nm 0.045; winner 0.972. (Twenty-second fit on raw states: 0.049 / 0.879; on shrunk
 # states: 0.048 / 0.888.)
-HELD_OUT_MAPE = 0.053  # reached with the quality rule: 0.048 (6015 rows)
-HELD_OUT_WITHIN = 0.88  # reached: 0.887
-HELD_OUT_MAPE_ALL = 0.066  # without the rule (7641 rows): 0.061
+# With campaign 31 (77 depthwise convolutions, cpu_dwconv, fitted in a stage of its own: held-out 47 rows, MAPE
+# 0.0305, within 0.915) the whole held-out half is 6062 rows, MAPE 0.048, within 0.888 (with the rule); 7688 rows,
+# 0.061 / 0.825 without.
+HELD_OUT_MAPE = 0.053  # reached with the quality rule: 0.048 (6062 rows)
+HELD_OUT_WITHIN = 0.88  # reached: 0.888
+HELD_OUT_MAPE_ALL = 0.066  # without the rule (7688 rows): 0.061
 HELD_OUT_WITHIN_ALL = 0.82  # reached: 0.825
 KERNEL_MAPE = {"cpu_act_gemv": 0.075, "cpu_bitmap": 0.06, "cpu_bsr": 0.055, "cpu_csr": 0.055,
-               "cpu_dense_gemm": 0.04, "cpu_nm": 0.05}  # reached: 0.061 0.054 0.045 0.049 0.034 0.045
+               "cpu_dense_gemm": 0.04, "cpu_nm": 0.05,  # reached: 0.061 0.054 0.045 0.049 0.034 0.045
+               # the depthwise convolution (campaign 31, its own staged fit, no residual): 0.0305 over 47 rows
+               "cpu_dwconv": 0.04}
 WINNER_AGREEMENT = 0.95  # reached: 0.972
-# the analytic model alone (residual_file cleared), same rows: 0.0675 / 0.793
+# the analytic model alone (residual_file cleared), same rows: 0.0672 / 0.794
 ANALYTIC_MAPE = 0.072
 ANALYTIC_WITHIN = 0.785
 
@@ -156,7 +161,7 @@ def test_quiet_campaign_reproduces(held_out_all):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target (>= 90 % of held-out points within ±10 %) not met: "
-                                       "88.7 % with the quality rule, 82.5 % without (see the module docstring)")
+                                       "88.8 % with the quality rule, 82.5 % without (see the module docstring)")
 def test_issue_target_ninety_percent_within_ten(held_out):
     _, _, rep = held_out
     assert rep.within >= 0.90
@@ -175,12 +180,12 @@ def test_one_process_per_pass_campaigns_do_not_regress(one_process_per_pass):
     rows, pred = one_process_per_pass
     assert len({r["campaign"] for r in rows}) >= 5 and len(rows) >= 1000
     rep = report(rows, pred)
-    assert rep.within >= 0.88  # reached: 0.886 (3156 rows, campaigns 15-30; analytic alone 0.781)
+    assert rep.within >= 0.88  # reached: 0.886 (3203 rows, campaigns 15-31; 3156 rows of 15-30 alone: 0.886)
     assert rep.mape <= 0.053  # reached: 0.048
 
 
 @pytest.mark.xfail(strict=True, reason="issue #6 target not met on the one-process-per-pass campaigns either: "
-                                       "88.6 % of 3156 held-out rows (see the module docstring)")
+                                       "88.6 % of 3203 held-out rows (see the module docstring)")
 def test_issue_target_on_one_process_per_pass_campaigns(one_process_per_pass):
     assert report(*one_process_per_pass).within >= 0.90
 

@@ -199,6 +199,78 @@ def _act_gemv(Wt, x, y, nb):  # pragma: no cover - compiled
                     yb[i] += xv * wr[i]
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def _dwconv_chw(X, Wt, Y, stride, pad):  # pragma: no cover - compiled
+    c_tot = X.shape[0]
+    h = X.shape[1]
+    w = X.shape[2]
+    kh = Wt.shape[1]
+    kw = Wt.shape[2]
+    oh_tot = Y.shape[1]
+    ow_tot = Y.shape[2]
+    xf = X.ravel()
+    yf = Y.ravel()
+    # interior output columns: every tap of the row lies inside the image; the edges are scalar
+    lo = min(ow_tot, (pad + stride - 1) // stride)
+    hi = max(lo, min(ow_tot, (w - kw + pad) // stride + 1))
+    for c in prange(c_tot):
+        for oh in range(oh_tot):
+            yrow = (uintp(c) * uintp(oh_tot) + uintp(oh)) * uintp(ow_tot)
+            for i in range(ow_tot):
+                yf[yrow + uintp(i)] = 0.0
+            for r in range(kh):
+                ih = oh * stride + r - pad
+                if ih < 0 or ih >= h:  # a tap row in the zero padding adds nothing
+                    continue
+                xrow = (uintp(c) * uintp(h) + uintp(ih)) * uintp(w)
+                for ow in range(lo):  # left edge
+                    for q in range(kw):
+                        iw = ow * stride + q - pad
+                        if 0 <= iw < w:
+                            yf[yrow + uintp(ow)] += Wt[c, r, q] * xf[xrow + uintp(iw)]
+                # the interior: all kw taps of the row in one pass over the output row
+                y0 = yrow + uintp(lo)
+                x0 = xrow + uintp(lo * stride - pad)
+                n = hi - lo
+                if kw == 3:
+                    w0 = Wt[c, r, 0]
+                    w1 = Wt[c, r, 1]
+                    w2 = Wt[c, r, 2]
+                    if stride == 1:
+                        for i in range(n):
+                            xi = x0 + uintp(i)
+                            yf[y0 + uintp(i)] += w0 * xf[xi] + w1 * xf[xi + uintp(1)] + w2 * xf[xi + uintp(2)]
+                    else:
+                        for i in range(n):
+                            xi = x0 + uintp(i) * uintp(stride)
+                            yf[y0 + uintp(i)] += w0 * xf[xi] + w1 * xf[xi + uintp(1)] + w2 * xf[xi + uintp(2)]
+                elif kw == 5:
+                    w0 = Wt[c, r, 0]
+                    w1 = Wt[c, r, 1]
+                    w2 = Wt[c, r, 2]
+                    w3 = Wt[c, r, 3]
+                    w4 = Wt[c, r, 4]
+                    if stride == 1:
+                        for i in range(n):
+                            xi = x0 + uintp(i)
+                            yf[y0 + uintp(i)] += (w0 * xf[xi] + w1 * xf[xi + uintp(1)] + w2 * xf[xi + uintp(2)]
+                                                  + w3 * xf[xi + uintp(3)] + w4 * xf[xi + uintp(4)])
+                    else:
+                        for i in range(n):
+                            xi = x0 + uintp(i) * uintp(stride)
+                            yf[y0 + uintp(i)] += (w0 * xf[xi] + w1 * xf[xi + uintp(1)] + w2 * xf[xi + uintp(2)]
+                                                  + w3 * xf[xi + uintp(3)] + w4 * xf[xi + uintp(4)])
+                else:  # other widths: one axpy per tap
+                    for q in range(kw):
+                        v = Wt[c, r, q]
+                        for i in range(n):
+                            yf[y0 + uintp(i)] += v * xf[x0 + uintp(i) * uintp(stride) + uintp(q)]
+                for ow in range(hi, ow_tot):  # right edge
+                    for q in range(kw):
+                        iw = ow * stride + q - pad
+                        if 0 <= iw < w:
+                            yf[yrow + uintp(ow)] += Wt[c, r, q] * xf[xrow + uintp(iw)]
+
 # --- Python entry points -----------------------------------------------------------------
 
 
@@ -300,6 +372,52 @@ def dense_gemv(w: np.ndarray, x: np.ndarray, out: np.ndarray | None = None) -> n
     return np.matmul(w, x, out=out)
 
 
+def depthwise_conv2d(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Depthwise convolution in CHW layout: y[c] = w[c] ⋆ x[c] (cross-correlation, zero padding).
+
+    `w` is [C, kh, kw], `x_chw` one image [C, H, W]. For each channel and output row, each tap
+    row inside the image adds w · (a row of X) into the output row: a unit-stride axpy at stride
+    1, a strided gather at stride 2 — the loop order of XNNPACK's CHW dwconv (dwconv2d-chw) that
+    the sparse pipeline of Elsen et al. runs between its NCHW 1x1 layers, with the output row in
+    L1 instead of in registers. Channels run in parallel (``numba.get_num_threads()``).
+    """
+    if w.ndim != 3 or x_chw.ndim != 3 or w.shape[0] != x_chw.shape[0]:
+        raise ValueError(f"need w [C, kh, kw] and x_chw [C, H, W] with the same C; got {w.shape} and {x_chw.shape}")
+    if not isinstance(stride, int | np.integer) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if not isinstance(pad, int | np.integer) or pad < 0:
+        raise ValueError(f"pad must be a non-negative integer, got {pad!r}")
+    c, h, wd = x_chw.shape
+    _, kh, kw = w.shape
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * pad}x{wd + 2 * pad}")
+    if not x_chw.flags.c_contiguous or x_chw.dtype != w.dtype or not w.flags.c_contiguous:
+        raise ValueError(f"w and x_chw must be C-contiguous arrays of one dtype (got {w.dtype}, {x_chw.dtype})")
+    if out is None:
+        out = np.empty((c, oh, ow), x_chw.dtype)
+    elif out.shape != (c, oh, ow) or out.dtype != x_chw.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous {x_chw.dtype} [{c}, {oh}, {ow}], got {out.dtype} {out.shape}")
+    _dwconv_chw(x_chw, w, out, int(stride), int(pad))
+    return out
+
+
+def depthwise_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Plain numpy depthwise convolution in float64 (zero padding, cross-correlation): the check of
+    depthwise_conv2d, one shifted and strided slice of the padded input per tap."""
+    c, h, wd = x_chw.shape
+    _, kh, kw = w.shape
+    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    y = np.zeros((c, oh, ow))
+    for r in range(kh):
+        for q in range(kw):
+            y += w[:, r, q, None, None].astype(np.float64) * xp[:, r:r + stride * (oh - 1) + 1:stride,
+                                                                  q:q + stride * (ow - 1) + 1:stride]
+    return y
+
+
 KERNEL_FUNCS = {
     "cpu_csr": spmm_csr,
     "cpu_bsr": spmm_bsr,
@@ -307,5 +425,6 @@ KERNEL_FUNCS = {
     "cpu_bitmap": spmm_bitmap,
     "cpu_act_gemv": act_sparse_gemv,
     "cpu_dense_gemm": dense_gemm,
+    "cpu_dwconv": depthwise_conv2d,
 }
 """Model kernel name (hwmodels.cpu.KERNELS) → the function here that implements it on the host."""
