@@ -418,6 +418,22 @@ def depthwise_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: 
     return y
 
 
+def conv2d_im2col(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Dense convolution of one CHW image by im2col + BLAS: y[N, OH*OW] = W[N, C*kh*kw] · cols.
+
+    `w` is [N, C, kh, kw]. The columns are one copy of the padded input's sliding windows (numpy), then
+    one sgemm through numpy's BLAS — the dense baseline a first 3x3 layer runs on."""
+    if w.ndim != 4 or x_chw.ndim != 3 or w.shape[1] != x_chw.shape[0]:
+        raise ValueError(f"need w [N, C, kh, kw] and x_chw [C, H, W] with the same C; got {w.shape} and {x_chw.shape}")
+    n, c, kh, kw = w.shape
+    xp = np.pad(x_chw, ((0, 0), (pad, pad), (pad, pad))) if pad else x_chw
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    oh, ow = win.shape[1], win.shape[2]
+    cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2)).reshape(c * kh * kw, oh * ow)
+    return np.matmul(w.reshape(n, c * kh * kw), cols, out=out)
+
+
 KERNEL_FUNCS = {
     "cpu_csr": spmm_csr,
     "cpu_bsr": spmm_bsr,
