@@ -12,7 +12,8 @@ Execution follows the trace in order, in CHW layout, one image, fp32, one pinned
 * a depthwise convolution on ``cpu_dwconv``;
 * any other convolution (the first 3x3 layer) by im2col + BLAS;
 * a GEMM with one row (the classifier) as a BLAS GEMV;
-* an element-wise add as ``np.add`` and a pool as a mean over the pixels.
+* the element-wise ops in numpy: an add, a sigmoid or SiLU, squeeze-excite's per-channel scaling, and a
+  global pool as a mean over the pixels.
 
 Each op reads the previous op's output where its input has the same size (the chain of a real forward pass),
 otherwise a buffer of its own. The data the ops compute are random, not a trained network's: the time of these
@@ -66,9 +67,8 @@ def _weights(op, rng: np.random.Generator, seed: int) -> np.ndarray:
 
 
 def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int], np.ndarray]
-          ) -> tuple[Callable[[], np.ndarray], int]:
-    """(run, input size): `run` executes `op` once, reading src(size) and returning its output array."""
-    from simsparse.core import formats as F
+          ) -> Callable[[], np.ndarray]:
+    """run(): executes `op` once, reading its input through src(size), and returns its output array."""
     from simsparse.kernels import cpu as K
 
     g = op.conv
@@ -81,14 +81,14 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
         w = _scaled(rng, (g.c_out, g.kh, g.kw), g.kh * g.kw)
         y = np.empty((g.c_out, g.h_out, g.w_out), np.float32)
         size = g.c_in * g.h * g.w
-        return (lambda: K.depthwise_conv2d(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)), size
+        return lambda: K.depthwise_conv2d(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)
     if g is not None and (g.kh, g.kw) != (1, 1):
         if g.groups != 1:
             raise ValueError(f"op {op.name}: grouped convolution ({g.groups} groups) is not supported")
         w = _scaled(rng, (g.c_out, g.c_in, g.kh, g.kw), g.c_in * g.kh * g.kw)
         y = np.empty((g.c_out, g.h_out * g.w_out), np.float32)
         size = g.c_in * g.h * g.w
-        return (lambda: K.conv2d_im2col(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)), size
+        return lambda: K.conv2d_im2col(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)
     if op.kind in ("gemm", "conv2d"):
         wd = _weights(op, rng, seed)
         y = np.empty((op.n, op.m), np.float32)
@@ -96,31 +96,18 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
         mb = mapping.tile[0] or op.m
         if op.m == 1:
             yv = y.reshape(op.n)
-            return (lambda: K.dense_gemv(wd, src(size), out=yv)), size
-        x_of = lambda: src(size).reshape(op.k, op.m)  # noqa: E731
-        if kernel == "cpu_dense_gemm":
-            return (lambda: K.dense_gemm(wd, x_of(), out=y)), size
-        if kernel == "cpu_csr":
-            e = F.CSR.encode(wd)
-            return (lambda: K.spmm_csr(e, x_of(), mb, out=y)), size
-        if kernel == "cpu_bitmap":
-            e = F.Bitmap.encode(wd)
-            starts = K.bitmap_row_starts(e)
-            return (lambda: K.spmm_bitmap(e, x_of(), mb, out=y, starts=starts)), size
-        if kernel == "cpu_bsr":
-            e = F.BSR.encode(wd, bh=op.weight.bh, bw=op.weight.bw)
-            return (lambda: K.spmm_bsr(e, x_of(), mb, out=y)), size
-        if kernel == "cpu_nm":
-            e = F.NMCompressed.encode(wd, n=op.weight.n, m=op.weight.m)
-            return (lambda: K.spmm_nm(e, x_of(), mb, out=y)), size
-        raise ValueError(f"op {op.name}: kernel {kernel!r} does not run on this machine; allowed: cpu_dense_gemm, "
-                         "cpu_csr, cpu_bitmap, cpu_bsr, cpu_nm, cpu_dwconv (use mapper='measured')")
+            return lambda: K.dense_gemv(wd, src(size), out=yv)
+        if kernel not in K.SPMM_KERNELS:
+            raise ValueError(f"op {op.name}: kernel {kernel!r} does not run on this machine; allowed: "
+                             f"{', '.join(K.SPMM_KERNELS)}, cpu_dwconv (use mapper='measured')")
+        run = K.runner(kernel, K.encoder(kernel, op.weight)(wd), mb)
+        return lambda: run(src(size).reshape(op.k, op.m), y)
     if op.kind == "eltwise":
         kind = op.meta.get("op_type")
         if kind == "add":
             other = _scaled(rng, (op.m,), 1.0)
             y = np.empty(op.m, np.float32)
-            return (lambda: np.add(src(op.m), other, out=y)), op.m
+            return lambda: np.add(src(op.m), other, out=y)
         if kind in ("sigmoid", "silu"):
             y = np.empty(op.m, np.float32)
             t = np.empty(op.m, np.float32)
@@ -133,19 +120,19 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
                 if kind == "sigmoid":
                     return np.reciprocal(t, out=y)
                 return np.divide(x, t, out=y)  # x * sigmoid(x)
-            return unary, op.m
+            return unary
         if kind == "mul":
             # squeeze-excite scaling: the feature map times one value per channel (the output before it)
             c = op.meta.get("scale_channels") or op.m
             fmap = _scaled(rng, (op.m,), 1.0).reshape(c, op.m // c)
             y = np.empty_like(fmap)
-            return (lambda: np.multiply(fmap, src(c).reshape(c, 1), out=y)), op.m
+            return lambda: np.multiply(fmap, src(c).reshape(c, 1), out=y)
         if kind == "pool":
             # global average pool over the pixels of a CHW map: the op's numel is the input's element count;
-            # the channel count is that of the classifier behind it (set by run_network through `pool_channels`)
+            # the channel count is that of the classifier behind it (`pool_channels`, set by build())
             c = op.meta.get("pool_channels") or 1
             y = np.empty(c, np.float32)
-            return (lambda: np.mean(src(op.m).reshape(c, op.m // c), axis=1, out=y)), op.m
+            return lambda: np.mean(src(op.m).reshape(c, op.m // c), axis=1, out=y)
     raise ValueError(f"op {op.name}: kind {op.kind!r} ({op.meta.get('op_type')}) is not supported by the executor")
 
 
@@ -179,7 +166,7 @@ def build(results: list, seed: int = 0) -> list[tuple[Any, Callable[[], np.ndarr
             prev = ops[i - 1]  # the per-channel scale (squeeze-excite's sigmoid)
             if op.m % prev.m == 0:
                 op = dataclasses.replace(op, meta={**op.meta, "scale_channels": prev.m * prev.n})
-        run, _ = _step(op, r.mapping, rng, seed + i, src_for(i))
+        run = _step(op, r.mapping, rng, seed + i, src_for(i))
 
         def chained(run=run) -> np.ndarray:
             out = run()

@@ -45,7 +45,6 @@ import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime as _dt  # noqa: E402
-import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -647,7 +646,6 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
     `mb` the pixel block (default: the mapper's, ``mappers.cpu.numba_block``)."""
     cap = COLD_ROTATION_CAP if cold else ROTATION_CAP
     from mappers.cpu import numba_block
-    from simsparse.core import formats as F
     from simsparse.core.sparsity import parse_pattern
     from simsparse.kernels import cpu as K
 
@@ -713,25 +711,12 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
     wd = (mask * rng.standard_normal((n, k))).astype(np.float32)
     x = rng.standard_normal((k, m), dtype=np.float32)
     mb = mb or numba_block(m, k, 4, l2, 1)
-    if pt.kernel == "cpu_dense_gemm":
-        encode, fn, call = (lambda w_: w_), K.dense_gemm, (lambda e, xx, yy: K.dense_gemm(e, xx, out=yy))
-        mb = 0
-    elif pt.kernel == "cpu_csr":
-        encode = F.CSR.encode
-        call = lambda e, xx, yy: K.spmm_csr(e, xx, mb, out=yy)  # noqa: E731
-    elif pt.kernel == "cpu_bitmap":
-        encode = F.Bitmap.encode
-        call = None  # per copy below: each encoding with its precomputed row starts
-    elif pt.kernel == "cpu_bsr":
-        bh, bw = pt.pattern["block"]
-        encode = functools.partial(F.BSR.encode, bh=bh, bw=bw)
-        call = lambda e, xx, yy: K.spmm_bsr(e, xx, mb, out=yy)  # noqa: E731
-    elif pt.kernel == "cpu_nm":
-        encode = functools.partial(F.NMCompressed.encode, n=spars.n, m=spars.m)
-        call = lambda e, xx, yy: K.spmm_nm(e, xx, mb, out=yy)  # noqa: E731
-    else:
+    if pt.kernel not in K.SPMM_KERNELS:
         raise ValueError(f"kernel: got {pt.kernel!r}; allowed: cpu_dense_gemm, cpu_csr, cpu_bitmap, "
                          "cpu_bsr, cpu_nm, cpu_act_gemv, cpu_dwconv")
+    encode = K.encoder(pt.kernel, spars)
+    if pt.kernel == "cpu_dense_gemm":
+        mb = 0
     enc = encode(wd)
     facts["weight_bytes"] = int(enc.nbytes)
     if pt.kernel != "cpu_dense_gemm":
@@ -748,11 +733,8 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
         encs = [enc] + [_copy(enc) for _ in range(copies - 1)]
     xs = [x] + [x.copy() for _ in range(copies - 1)]
     ys = [np.empty((n, m), np.float32) for _ in range(copies)]
-    if call is None:  # bitmap: row starts computed once per encoding, outside the timed call
-        starts = [K.bitmap_row_starts(e) for e in encs]
-        fn_i = lambda i: K.spmm_bitmap(encs[i], xs[i], mb, out=ys[i], starts=starts[i])  # noqa: E731
-    else:
-        fn_i = lambda i: call(encs[i], xs[i], ys[i])  # noqa: E731
+    runs = [K.runner(pt.kernel, e, mb) for e in encs]  # a bitmap's row starts: once per encoding, not timed
+    fn_i = lambda i: runs[i](xs[i], ys[i])  # noqa: E731
     got = fn_i(0)
     facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
     facts["mb"] = int(mb)
@@ -794,7 +776,7 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
     row = {"type": "point", "kernel": pt.kernel, "m": pt.m, "n": pt.n, "k": pt.k, "dtype": "fp32",
            "weight": pt.pattern, "activation_density": pt.activation_density, "layer": pt.layer,
            "mapping": {"kernel": pt.kernel, "tile": [facts.get("mb", 0), pt.n, pt.k], "threads": 1},
-           "split": conv_split_of(pt.conv_dict) if pt.conv else split_of(pt.n, pt.k),
+           "split": row_split({"n": pt.n, "k": pt.k, "conv": pt.conv_dict}),
            **({"conv": pt.conv_dict, "batch": pt.conv[0]} if pt.conv else {}), "rotation_copies": n_rot, **facts, **r,
            "loadavg_before": load0, "loadavg_after": _read("/proc/loadavg"), "pid": os.getpid(),
            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}

@@ -23,6 +23,10 @@ blocks runs on ``numba.get_num_threads()`` threads (the harness pins it to 1).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numba import njit, prange, uintp
 
@@ -372,15 +376,50 @@ def dense_gemv(w: np.ndarray, x: np.ndarray, out: np.ndarray | None = None) -> n
     return np.matmul(w, x, out=out)
 
 
+SPMM_KERNELS = ("cpu_dense_gemm", "cpu_csr", "cpu_bitmap", "cpu_bsr", "cpu_nm")
+"""Kernels of Y[N, M] = W[N, K] · X[K, M] that encoder() / runner() prepare."""
+
+
+def encoder(kernel: str, weight: Any = None) -> Callable[[np.ndarray], Any]:
+    """The function that encodes a dense W[N, K] into `kernel`'s weight format; `weight` is the pattern
+    (simsparse.core.sparsity) that gives the block (bh x bw) or N:M group sizes."""
+    if kernel == "cpu_dense_gemm":
+        return lambda w: w
+    if kernel == "cpu_csr":
+        return CSR.encode
+    if kernel == "cpu_bitmap":
+        return Bitmap.encode
+    if kernel == "cpu_bsr":
+        return functools.partial(BSR.encode, bh=weight.bh, bw=weight.bw)
+    if kernel == "cpu_nm":
+        return functools.partial(NMCompressed.encode, n=weight.n, m=weight.m)
+    raise ValueError(f"kernel: got {kernel!r}; allowed: {', '.join(SPMM_KERNELS)}")
+
+
+def runner(kernel: str, enc: Any, mb: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """run(x_km, out) = `kernel` on the encoded weights `enc` at pixel block `mb` (ignored by dense BLAS).
+    A bitmap's row starts are computed here, once, not in the call."""
+    if kernel == "cpu_dense_gemm":
+        return lambda x, out: dense_gemm(enc, x, out=out)
+    if kernel == "cpu_bitmap":
+        starts = bitmap_row_starts(enc)
+        return lambda x, out: spmm_bitmap(enc, x, mb, out=out, starts=starts)
+    fn = {"cpu_csr": spmm_csr, "cpu_bsr": spmm_bsr, "cpu_nm": spmm_nm}.get(kernel)
+    if fn is None:
+        raise ValueError(f"kernel: got {kernel!r}; allowed: {', '.join(SPMM_KERNELS)}")
+    return lambda x, out: fn(enc, x, mb, out=out)
+
+
 def depthwise_conv2d(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0,
                      out: np.ndarray | None = None) -> np.ndarray:
     """Depthwise convolution in CHW layout: y[c] = w[c] ⋆ x[c] (cross-correlation, zero padding).
 
     `w` is [C, kh, kw], `x_chw` one image [C, H, W]. For each channel and output row, each tap
-    row inside the image adds w · (a row of X) into the output row: a unit-stride axpy at stride
-    1, a strided gather at stride 2 — the loop order of XNNPACK's CHW dwconv (dwconv2d-chw) that
-    the sparse pipeline of Elsen et al. runs between its NCHW 1x1 layers, with the output row in
-    L1 instead of in registers. Channels run in parallel (``numba.get_num_threads()``).
+    row inside the image makes one pass over the row's interior columns with its kw taps fused
+    (unit-stride loads at stride 1, a scalar loop at stride 2); the edge columns run scalar with a
+    bounds test. The CHW layout is that of XNNPACK's dwconv2d-chw, which the sparse pipeline of
+    Elsen et al. runs between its NCHW 1x1 layers; the output row stays in L1 instead of in
+    registers. Channels run in parallel (``numba.get_num_threads()``).
     """
     if w.ndim != 3 or x_chw.ndim != 3 or w.shape[0] != x_chw.shape[0]:
         raise ValueError(f"need w [C, kh, kw] and x_chw [C, H, W] with the same C; got {w.shape} and {x_chw.shape}")
