@@ -321,6 +321,20 @@ def panel_level(spec: CPUSpec, panel_bytes: float) -> str:
     return "dram"
 
 
+def fresh_input(spec: CPUSpec, mapping: Mapping | None, nbytes: float) -> tuple[float, str | None]:
+    """(bytes, cache level) of the part of an op's `nbytes` activation input that the op before it just
+    wrote (``mapping.params['input_fresh_bytes']``, set by a chained simulate), or (0, None).
+
+    Written last, that output sits in the innermost level whose usable share (CACHE_USE, as for a reused
+    panel: the op's own weights and output take the rest) holds all of it; one that overflows the L3 share
+    is read back from DRAM, as a cold input is."""
+    fresh = float(mapping.params.get("input_fresh_bytes", 0) or 0) if mapping is not None else 0.0
+    if fresh <= 0 or nbytes <= 0:
+        return 0.0, None
+    level = panel_level(spec, fresh)
+    return (min(fresh, nbytes), level) if level != "dram" else (0.0, None)
+
+
 def pixel_blocks(m: int, mb: int, lane: float) -> tuple[int, float]:
     """(number of pixel blocks, total SIMD vectors over all blocks) for M pixels in blocks of mb."""
     full, rem = divmod(m, mb)
@@ -410,7 +424,7 @@ def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: floa
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
             stream: bool = False, dram_runs: float = 0.0, t_dram_extra: float = 0.0,
-            mapping: Mapping | None = None, dram_level: str | None = None) -> Cost:
+            mapping: Mapping | None = None, dram_level: str | None = None, bytes_l3: float = 0.0) -> Cost:
     """Combine core cycles and memory streams into a Cost.
 
     The reused panel streams from its cache level while the core computes (the slower of the
@@ -418,7 +432,8 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     (1 = perfect prefetch: max; 0 = none: sum). A streaming kernel (GEMV: every weight read
     once, in order) runs at the stream bandwidth with its few FLOPs hidden under it. `dram_level`
     names the DRAM rate of the compulsory traffic (default: "stream" for a streaming kernel, else
-    "dram")."""
+    "dram"). `bytes_l3` is compulsory traffic served by the L3 instead (an input the op before wrote that
+    overflows the L2: fresh_input), at the L3 bandwidth, in the same stream as the DRAM traffic."""
     # the share of the core's nominal clock the caller gets (``core_speed``, 1 = all of it): on a shared
     # host it moves with the other tenants (SMT sibling, frequency), a per-campaign state of the host spec
     speed = spec.efficiency.get("core_speed", 1.0)
@@ -428,6 +443,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     level = dram_level or ("stream" if stream else "dram")
     t_cold = bytes_dram / _bw(spec, level) + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra
     t_l3 = bytes_dram / _bw(spec, "l3")
+    t_fresh_l3 = bytes_l3 / _bw(spec, "l3") if bytes_l3 > 0 else 0.0
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
     t_panel = bytes_panel / _panel_bw(spec, panel, threads) / speed if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
@@ -436,7 +452,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     def timed(t_guess: float) -> tuple[float, float]:
         """(call time, DRAM time) when a call of `t_guess` seconds sets how long other work evicts for."""
         warm = l3_resident_share(spec, mapping, bytes_dram, t_guess)
-        t_dram = (1.0 - warm) * t_cold + warm * t_l3
+        t_dram = (1.0 - warm) * t_cold + warm * t_l3 + t_fresh_l3
         # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
         return t_call + max(t_onchip, t_dram) + (1.0 - overlap) * min(t_onchip, t_dram), t_dram
 
@@ -461,6 +477,8 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     peak = spec.peak_flops(op.dtype) * threads / spec.cores if spec.supports_dtype(op.dtype) else 0.0
     util = op.useful_flops / t / peak if t > 0 and peak > 0 else 0.0
     levels = {"dram": bytes_dram}
+    if bytes_l3 > 0:
+        levels["l3"] = bytes_l3
     if panel != "l1" and bytes_panel:
         levels[panel] = levels.get(panel, 0.0) + bytes_panel
     return Cost(t_s=t, cycles=t * spec.clock_hz, flops=flops_exec, bytes_by_level=levels, bound=bound,
@@ -661,7 +679,11 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # write-allocate fill overlapping later work (Y_TIME_FACTOR; fit-half evidence in
     # validation/data/cpu-host/README.md)
     k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
-    bytes_dram = op.batch * (op.m * k_touched * b + ws["bytes"] + Y_TIME_FACTOR * op.m * n * b)
+    x_bytes = op.batch * op.m * k_touched * b
+    # an X the op before just wrote is read from the cache holding it: no DRAM bytes, no DRAM latency
+    x_fresh, x_level = fresh_input(spec, mapping, x_bytes)
+    bytes_dram = op.batch * (ws["bytes"] + Y_TIME_FACTOR * op.m * n * b) + x_bytes - x_fresh
+    bytes_l3 = x_fresh if x_level == "l3" else 0.0
     t_seg = 0.0
     if family == "numba":
         # DRAM latency per contiguous segment, on top of the bandwidth term: each first-touched X
@@ -681,14 +703,14 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
             return min(1.0, lines / seg_lines) if seg_lines > 0 else 1.0
 
         paying = 1 if spec.efficiency.get("x_seg_first_block_only", 0.0) > 0 else n_blk  # blocks that pay
-        x_segs = paying * (k_touched / bw if n_blk == 1 else k_touched)
+        x_segs = paying * (k_touched / bw if n_blk == 1 else k_touched) * (1.0 - x_fresh / x_bytes)
         x_lines = math.ceil(w_blk * b * (bw if n_blk == 1 else 1) / 64)
         y_segs = n * paying if n_blk > 1 and seg_lines > 0 else 0
         t_seg = op.batch * spec.efficiency.get("x_seg_s", 0.0) * (
             x_segs * exposed(x_lines) + y_segs * exposed(math.ceil(w_blk * b / 64)))
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored,
-                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None)
+                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None, bytes_l3=bytes_l3)
 
 
 def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
@@ -738,7 +760,8 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     pack = packs * (op.m * op.k + op.n * op.k) / lane * p["c_pack"]
     threads = min(threads_of(spec, mapping), tiles)
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
-    bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b)
+    x_fresh, x_level = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
+    bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b) - x_fresh
     # packing reads A and B as long sequential streams: where the spec calibrates the one-stream
     # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate; BLAS GEMV
     # reads several rows of W at once (OpenBLAS sgemv_t: 4 concurrent streams), more memory-level
@@ -749,7 +772,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         level = "stream" if "stream_eff" in spec.efficiency else "dram"
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
-                   dram_level=level)
+                   dram_level=level, bytes_l3=x_fresh if x_level == "l3" else 0.0)
 
 
 def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -766,8 +789,10 @@ def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
                        issue(spec, 3 * taps + 4))
     threads = threads_of(spec, mapping)
     cycles = vec * per_vec
-    bytes_dram = g.n_img * g.c_in * g.h * g.w * b + op.m * g.c_out * b * 2 + taps * g.c_out * b
+    x_fresh, x_level = fresh_input(spec, mapping, g.n_img * g.c_in * g.h * g.w * b)
+    bytes_dram = g.n_img * g.c_in * g.h * g.w * b - x_fresh + op.m * g.c_out * b * 2 + taps * g.c_out * b
     return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
+                   bytes_l3=x_fresh if x_level == "l3" else 0.0,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops)
 
 
@@ -807,11 +832,13 @@ def _dwconv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     channels = g.n_img * g.c_out
     cycles = channels * (oh * per_row + rows * per_tap_row)
     threads = min(threads_of(spec, mapping), channels)
-    bytes_dram = channels * (g.h * g.w + oh * ow + g.kh * g.kw) * b
+    x_fresh, x_level = fresh_input(spec, mapping, channels * g.h * g.w * b)
+    bytes_dram = channels * (g.h * g.w + oh * ow + g.kh * g.kw) * b - x_fresh
     # input and output rows are read and written in order, a few rows apart: hardware prefetch streams
     # them under the arithmetic (the one-stream DRAM share, overlapped like a GEMV)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=nb["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=True, mapping=mapping)
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=True, mapping=mapping,
+                   bytes_l3=x_fresh if x_level == "l3" else 0.0)
 
 
 def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -833,7 +860,8 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     cycles = op.batch * op.m * (op.k * q["c_scan"] + kept * (p["c_nnz"] + axpy)
                                 + math.ceil(op.n / lane) * p["c_out"])
     threads = threads_of(spec, mapping)
-    bytes_dram = op.batch * (kept * op.n * b + op.m * op.k * b + 2 * op.m * op.n * b)
+    x_fresh, x_level = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
+    bytes_dram = op.batch * (kept * op.n * b + op.m * op.k * b + 2 * op.m * op.n * b) - x_fresh
     # the kept weight rows are contiguous runs of W^T; a run ends where the next row is skipped,
     # and each new run pays a DRAM stream start-up (dram_run_s) before the prefetcher catches up
     runs = op.batch * kept * (1.0 - col)
@@ -841,7 +869,7 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # the few FLOPs hidden under it
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops * col, dram_runs=runs, stream=True,
-                   mapping=mapping)
+                   mapping=mapping, bytes_l3=x_fresh if x_level == "l3" else 0.0)
 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -853,9 +881,10 @@ def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     if op.kind == "eltwise":  # at least one load + one store per vector
         cycles = max(cycles, op.m / lane * (op.n_inputs / spec.load_ports + 1 / spec.store_ports))
     d = op.bytes_dense
-    bytes_dram = d["x"] + d["w"] + 2 * d["y"]
+    x_fresh, x_level = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
+    bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh
     return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=flops)
+                   bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_fresh if x_level == "l3" else 0.0)
 
 
 _FAMILY: dict[str, Callable[[Op, Mapping, CPUSpec], Cost]] = {

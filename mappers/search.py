@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
 
 import hwmodels
 from hwmodels.spec import HardwareSpec
@@ -77,23 +79,28 @@ def measured_kernel_names(op: Op, spec: HardwareSpec) -> list[str]:
     return [k for k, dtypes in spec.measured_kernels.items() if op.dtype in dtypes and legal.get(k, "") is None]
 
 
-def best(op: Op, spec: HardwareSpec, kernel: str | None = None, measured_only: bool = False) -> tuple[Mapping, Cost]:
+def best(op: Op, spec: HardwareSpec, kernel: str | None = None, measured_only: bool = False,
+         context: dict[str, Any] | None = None) -> tuple[Mapping, Cost]:
     """The fastest legal mapping and its cost (the class mapper's own `best` where it has one,
     e.g. the GPU mapper prices all its candidates in one vectorised pass).
 
     `measured_only`: the fastest among the mappings whose numbers were measured on this machine
     (hwmodels.measured: kernel, dtype and the class's run conditions, e.g. a CPU's thread count);
-    where none is, the fastest of all, which then reads as not measured."""
+    where none is, the fastest of all, which then reads as not measured.
+    `context`: facts about how the op runs that are not the op's (e.g. ``input_fresh_bytes``, the bytes
+    of its input the op before it just wrote), added to every candidate's params before it is priced;
+    a class model that does not read them prices as without (the GPU mapper's own `best` ignores them)."""
     if measured_only and kernel is None:
         names = measured_kernel_names(op, spec)
         if names:
-            hit = _best_of(op, spec, names, measured=True)
+            hit = _best_of(op, spec, names, measured=True, context=context)
             if hit is not None:
                 return hit
-    return _best_of(op, spec, kernel_names(op, spec, kernel))
+    return _best_of(op, spec, kernel_names(op, spec, kernel), context=context)
 
 
-def _best_of(op: Op, spec: HardwareSpec, names: list[str], measured: bool = False) -> tuple[Mapping, Cost] | None:
+def _best_of(op: Op, spec: HardwareSpec, names: list[str], measured: bool = False,
+             context: dict[str, Any] | None = None) -> tuple[Mapping, Cost] | None:
     mod = _mapper_module(spec)
     if hasattr(mod, "best"):
         hit = mod.best(op, spec, names)
@@ -101,6 +108,8 @@ def _best_of(op: Op, spec: HardwareSpec, names: list[str], measured: bool = Fals
             return hit
     best_pair: tuple[Mapping, Cost] | None = None
     for mapping in mod.candidates(op, spec, names):
+        if context:
+            mapping = replace(mapping, params={**mapping.params, **context})
         if measured and not hwmodels.measured(op, mapping, spec):
             continue
         c = hwmodels.cost(op, mapping, spec)

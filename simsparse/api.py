@@ -131,7 +131,7 @@ def _as_trace(x: Trace | Op | list[Op]) -> Trace:
 
 
 def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, mapper: str = "auto",
-             fidelity: str = "analytic", kernel: str | None = None) -> SimResult:
+             fidelity: str = "analytic", kernel: str | None = None, chained: bool = False) -> SimResult:
     """Map and cost every op of a trace on one machine.
 
     mapper="auto" lets the class mapper pick the fastest legal kernel and tiling per op;
@@ -139,6 +139,15 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     dtype and run conditions (spec.measured_kernels), and falls back to "auto" for an op none of
     them can run (its `measured` flag then says so); a kernel name (e.g. "cusparselt") forces that
     kernel wherever it is legal and falls back to "auto" for ops it cannot run.
+
+    chained=False (the default) prices every op with its operands cold, as the kernel benchmarks the
+    models are calibrated on do. chained=True runs the ops back to back, as a forward pass does: an op
+    whose input the op before it just wrote (Trace.fresh_input_bytes) gets those bytes as
+    ``input_fresh_bytes`` in its mapping's params, and a class model that knows its caches (CPU) reads
+    that input from the cache level holding it instead of DRAM (other classes ignore it). Experimental:
+    on this host's measured forward passes it brings the sparse 1x1 layers closer (mean |error| per
+    network 13 % -> 10 %) but leaves them 4-16 % fast, and the whole networks 6-14 % fast
+    (validation/data/cpu-host/README.md, "Chained forward passes").
     """
     if fidelity not in FIDELITIES:
         raise bad("fidelity", fidelity, ", ".join(FIDELITIES))
@@ -148,11 +157,13 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     if forced is not None and forced not in hwmodels.kernels(spec):
         raise bad("mapper", forced, ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
     measured_only = forced is None and mapper == "measured"
+    fresh = trace.fresh_input_bytes() if chained else (0.0,) * len(trace)
     out = []
-    for op in trace:
+    for op, nbytes in zip(trace, fresh, strict=True):
         use = forced
         if use is not None and hwmodels.kernels(spec)[use].why_not(op, spec) is not None:
             use = None
-        mapping, cost = mappers.best(op, spec, kernel=use, measured_only=measured_only)
+        context = {"input_fresh_bytes": nbytes} if nbytes > 0 else None
+        mapping, cost = mappers.best(op, spec, kernel=use, measured_only=measured_only, context=context)
         out.append(OpResult(op, mapping, cost))
     return SimResult(trace, spec, tuple(out))

@@ -208,6 +208,20 @@ class Op:
         return DTYPE_BYTES[self.dtype]
 
     @property
+    def numel_in(self) -> int:
+        """Elements of the activation input the op reads (the first input of an element-wise op; Q of an
+        attention; the image of a convolution, not its im2col matrix)."""
+        if self.kind == "eltwise":
+            return self.m
+        if self.kind == "attention":
+            a = self.attn
+            return a.batch * a.heads * a.q_len * a.head_dim
+        if self.conv is not None:
+            g = self.conv
+            return g.n_img * g.c_in * g.h * g.w
+        return self.batch * self.m * self.k
+
+    @property
     def numel_out(self) -> int:
         if self.kind == "eltwise":
             return self.m
@@ -350,6 +364,17 @@ class Trace:
     @property
     def flops(self) -> float:
         return math.fsum(op.flops for op in self.ops)
+
+    def fresh_input_bytes(self) -> tuple[float, ...]:
+        """Per op, the bytes of its input that the op just before it wrote (0 where it did not): run back
+        to back, op i reads op i-1's output where that output has the size and dtype of op i's input (the
+        chain of a forward pass; a branch that reads an older op's output, e.g. a residual add's skip, is
+        not counted)."""
+        out = [0.0]
+        for prev, op in zip(self.ops, self.ops[1:]):
+            chained = prev.dtype == op.dtype and prev.numel_out == op.numel_in
+            out.append(float(prev.numel_out * prev.dtype_bytes) if chained else 0.0)
+        return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "provenance": self.provenance, "ops": [op.to_dict() for op in self.ops]}
