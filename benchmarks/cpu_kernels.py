@@ -1,4 +1,5 @@
-"""Benchmark: our numba CSR SpMM vs scipy.sparse CSR vs dense BLAS, on CNN 1x1 shapes.
+"""Benchmark: our numba CSR SpMM vs scipy.sparse CSR vs dense BLAS, on CNN 1x1 shapes; and our numba
+depthwise convolution vs torch's (when torch is installed), on MobileNet / EfficientNet depthwise layers.
 
     python benchmarks/cpu_kernels.py [--quick] [--core 1]
 
@@ -7,6 +8,10 @@ the ratios scipy/ours and dense/ours (> 1 means ours is faster). All three compu
 Y[N, M] = W[N, K] · X[K, M] in fp32 on one pinned core (numba and BLAS 1 thread), median of
 repeats (>= 0.2 s each), operands warm in cache (the same for all three). Goal: beat
 scipy.sparse at every sparsity, and dense BLAS above 90 % sparsity.
+
+The second table times simsparse.kernels.cpu.depthwise_conv2d (CHW, the kernel cpu_dwconv models) against
+torch.nn.functional.conv2d with groups = C (one thread, NCHW fp32) on the same layers, both checked
+against numpy; ratio torch/ours > 1 means ours is faster.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import scipy.sparse as sp  # noqa: E402
 
 from mappers.cpu import numba_block  # noqa: E402
 from simsparse.core.formats import CSR  # noqa: E402
-from simsparse.kernels.cpu import spmm_csr  # noqa: E402
+from simsparse.kernels.cpu import depthwise_conv2d, depthwise_reference, spmm_csr  # noqa: E402
 from simsparse.measure_cpu import (  # noqa: E402
+    DEPTHWISE,
     MOBILENET_V1_1X1,
     MOBILENET_V2_1X1,
     RESNET50_1X1,
@@ -62,6 +68,40 @@ def bench(shapes: list[tuple[int, int, int]], sparsities: tuple[float, ...], min
     return rows
 
 
+def bench_depthwise(layers: list[tuple[int, int, int, int]], min_s: float) -> list[dict]:
+    """(C, H, k, stride) layers: our numba CHW depthwise convolution vs torch's grouped conv2d (one thread)."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, h, k, stride in layers:
+        pad = k // 2
+        x = rng.standard_normal((c, h, h), dtype=np.float32)
+        w = rng.standard_normal((c, k, k), dtype=np.float32)
+        oh = (h + 2 * pad - k) // stride + 1
+        y = np.empty((c, oh, oh), np.float32)
+        ref = depthwise_reference(w, x, stride, pad)
+        assert np.allclose(depthwise_conv2d(w, x, stride, pad, out=y), ref, rtol=1e-3, atol=1e-3)
+        t_ours = time_call(lambda i: depthwise_conv2d(w, x, stride, pad, out=y), 1, min_s)["t_median_s"]
+        row = {"layer": f"{c}x{h}x{h} k{k} s{stride}", "ours_us": t_ours * 1e6, "torch_us": float("nan"),
+               "torch/ours": float("nan"), "gflops_ours": 2 * c * oh * oh * k * k / t_ours * 1e-9}
+        if torch is not None:
+            xt, wt = torch.from_numpy(x)[None], torch.from_numpy(w)[:, None]
+            with torch.inference_mode():
+                assert np.allclose(F.conv2d(xt, wt, stride=stride, padding=pad, groups=c)[0].numpy(), ref,
+                                   rtol=1e-3, atol=1e-3)
+                t_torch = time_call(lambda i: F.conv2d(xt, wt, stride=stride, padding=pad, groups=c), 1,
+                                    min_s)["t_median_s"]
+            row.update(torch_us=t_torch * 1e6, **{"torch/ours": t_torch / t_ours})
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 shapes, 3 sparsities")
@@ -89,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
           f"(min ratio {min(r['scipy/ours'] for r in rows):.2f}); "
           f"beats dense BLAS at every point above 90 % sparsity: {beat_dense} "
           f"(min ratio {min((r['dense/ours'] for r in hi), default=float('nan')):.2f})")
+    # the depthwise layers: every 9th of the campaign-31 table (a third of them with --quick)
+    layers = DEPTHWISE[::27] if a.quick else DEPTHWISE[::9]
+    dw = bench_depthwise(layers, a.min_s)
+    print("\nnumba CHW depthwise convolution vs torch conv2d(groups=C) (fp32, 1 core)")
+    print(f"{'layer (C x H x W k s)':22s} {'ours us':>9s} {'torch us':>9s} {'torch/ours':>10s} {'ours GFLOP/s':>12s}")
+    for r in dw:
+        print(f"{r['layer']:22s} {r['ours_us']:9.1f} {r['torch_us']:9.1f} {r['torch/ours']:10.2f} {r['gflops_ours']:12.1f}")
+    ratios = [r["torch/ours"] for r in dw if r["torch/ours"] == r["torch/ours"]]
+    if ratios:
+        print(f"torch/ours: min {min(ratios):.2f}, median {float(np.median(ratios)):.2f}, max {max(ratios):.2f}")
+    else:
+        print("torch is not installed: only our kernel was timed")
     return 0
 
 
