@@ -87,7 +87,8 @@ def bench_depthwise(layers: list[tuple[int, int, int, int]], min_s: float) -> li
         y = np.empty((c, oh, oh), np.float32)
         ref = depthwise_reference(w, x, stride, pad)
         assert np.allclose(depthwise_conv2d(w, x, stride, pad, out=y), ref, rtol=1e-3, atol=1e-3)
-        t_ours = time_call(lambda i: depthwise_conv2d(w, x, stride, pad, out=y), 1, min_s)["t_median_s"]
+        t_ours = time_call(lambda i, w=w, x=x, s=stride, p=pad, y=y: depthwise_conv2d(w, x, s, p, out=y), 1,
+                           min_s)["t_median_s"]
         row = {"layer": f"{c}x{h}x{h} k{k} s{stride}", "ours_us": t_ours * 1e6, "torch_us": float("nan"),
                "torch/ours": float("nan"), "gflops_ours": 2 * c * oh * oh * k * k / t_ours * 1e-9}
         if torch is not None:
@@ -95,8 +96,8 @@ def bench_depthwise(layers: list[tuple[int, int, int, int]], min_s: float) -> li
             with torch.inference_mode():
                 assert np.allclose(F.conv2d(xt, wt, stride=stride, padding=pad, groups=c)[0].numpy(), ref,
                                    rtol=1e-3, atol=1e-3)
-                t_torch = time_call(lambda i: F.conv2d(xt, wt, stride=stride, padding=pad, groups=c), 1,
-                                    min_s)["t_median_s"]
+                t_torch = time_call(lambda i, xt=xt, wt=wt, s=stride, p=pad, c=c:
+                                    F.conv2d(xt, wt, stride=s, padding=p, groups=c), 1, min_s)["t_median_s"]
             row.update(torch_us=t_torch * 1e6, **{"torch/ours": t_torch / t_ours})
         rows.append(row)
     return rows

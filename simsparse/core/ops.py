@@ -14,6 +14,7 @@ Other kinds carry their own geometry and expose the same GEMM view (m, n, k, bat
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -371,7 +372,7 @@ class Trace:
         chain of a forward pass; a branch that reads an older op's output, e.g. a residual add's skip, is
         not counted)."""
         out = [0.0]
-        for prev, op in zip(self.ops, self.ops[1:]):
+        for prev, op in itertools.pairwise(self.ops):
             chained = prev.dtype == op.dtype and prev.numel_out == op.numel_in
             out.append(float(prev.numel_out * prev.dtype_bytes) if chained else 0.0)
         return tuple(out)
