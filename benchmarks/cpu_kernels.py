@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'layer (C x H x W k s)':22s} {'ours us':>9s} {'torch us':>9s} {'torch/ours':>10s} {'ours GFLOP/s':>12s}")
     for r in dw:
         print(f"{r['layer']:22s} {r['ours_us']:9.1f} {r['torch_us']:9.1f} {r['torch/ours']:10.2f} {r['gflops_ours']:12.1f}")
-    ratios = [r["torch/ours"] for r in dw if r["torch/ours"] == r["torch/ours"]]
+    ratios = [r["torch/ours"] for r in dw if np.isfinite(r["torch/ours"])]  # NaN: torch not installed
     if ratios:
         print(f"torch/ours: min {min(ratios):.2f}, median {float(np.median(ratios)):.2f}, max {max(ratios):.2f}")
     else:

@@ -321,18 +321,23 @@ def panel_level(spec: CPUSpec, panel_bytes: float) -> str:
     return "dram"
 
 
-def fresh_input(spec: CPUSpec, mapping: Mapping | None, nbytes: float) -> tuple[float, str | None]:
-    """(bytes, cache level) of the part of an op's `nbytes` activation input that the op before it just
-    wrote (``mapping.params['input_fresh_bytes']``, set by a chained simulate), or (0, None).
+def fresh_input(spec: CPUSpec, mapping: Mapping | None, nbytes: float) -> tuple[float, float]:
+    """(bytes off DRAM, of them read from L3) for an op's `nbytes` activation input, the part of which the
+    op before it just wrote (``mapping.params['input_fresh_bytes']``, set by a chained simulate) is read
+    from cache; (0, 0) for a cold input.
 
     Written last, that output sits in the innermost level whose usable share (CACHE_USE, as for a reused
-    panel: the op's own weights and output take the rest) holds all of it; one that overflows the L3 share
-    is read back from DRAM, as a cold input is."""
+    panel: the op's own weights and output take the rest) holds all of it: from L1 / L2 it costs no
+    compulsory traffic, from L3 its bytes stream at the L3 bandwidth (`_result`'s `bytes_l3`); one that
+    overflows the L3 share is read back from DRAM, as a cold input is."""
     fresh = float(mapping.params.get("input_fresh_bytes", 0) or 0) if mapping is not None else 0.0
     if fresh <= 0 or nbytes <= 0:
-        return 0.0, None
+        return 0.0, 0.0
     level = panel_level(spec, fresh)
-    return (min(fresh, nbytes), level) if level != "dram" else (0.0, None)
+    if level == "dram":
+        return 0.0, 0.0
+    off = min(fresh, nbytes)
+    return off, off if level == "l3" else 0.0
 
 
 def pixel_blocks(m: int, mb: int, lane: float) -> tuple[int, float]:
@@ -443,7 +448,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     level = dram_level or ("stream" if stream else "dram")
     t_cold = bytes_dram / _bw(spec, level) + dram_runs * spec.efficiency.get("dram_run_s", 0.0) + t_dram_extra
     t_l3 = bytes_dram / _bw(spec, "l3")
-    t_fresh_l3 = bytes_l3 / _bw(spec, "l3") if bytes_l3 > 0 else 0.0
+    t_fresh_l3 = bytes_l3 / _bw(spec, "l3")
     # a panel in L1 is already priced by the load-port counts; outer levels stream at their bandwidth
     t_panel = bytes_panel / _panel_bw(spec, panel, threads) / speed if panel != "l1" else 0.0
     t_onchip = max(t_core, t_panel)
@@ -681,9 +686,8 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     k_touched = min(k, cols_b * bw * (1.0 - (1.0 - d_blk) ** rows_b))
     x_bytes = op.batch * op.m * k_touched * b
     # an X the op before just wrote is read from the cache holding it: no DRAM bytes, no DRAM latency
-    x_fresh, x_level = fresh_input(spec, mapping, x_bytes)
+    x_fresh, x_l3 = fresh_input(spec, mapping, x_bytes)
     bytes_dram = op.batch * (ws["bytes"] + Y_TIME_FACTOR * op.m * n * b) + x_bytes - x_fresh
-    bytes_l3 = x_fresh if x_level == "l3" else 0.0
     t_seg = 0.0
     if family == "numba":
         # DRAM latency per contiguous segment, on top of the bandwidth term: each first-touched X
@@ -710,7 +714,7 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
             x_segs * exposed(x_lines) + y_segs * exposed(math.ceil(w_blk * b / 64)))
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored,
-                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None, bytes_l3=bytes_l3)
+                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None, bytes_l3=x_l3)
 
 
 def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
@@ -760,7 +764,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     pack = packs * (op.m * op.k + op.n * op.k) / lane * p["c_pack"]
     threads = min(threads_of(spec, mapping), tiles)
     cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
-    x_fresh, x_level = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
+    x_fresh, x_l3 = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
     bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b) - x_fresh
     # packing reads A and B as long sequential streams: where the spec calibrates the one-stream
     # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate; BLAS GEMV
@@ -772,7 +776,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         level = "stream" if "stream_eff" in spec.efficiency else "dram"
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
-                   dram_level=level, bytes_l3=x_fresh if x_level == "l3" else 0.0)
+                   dram_level=level, bytes_l3=x_l3)
 
 
 def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -789,10 +793,10 @@ def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
                        issue(spec, 3 * taps + 4))
     threads = threads_of(spec, mapping)
     cycles = vec * per_vec
-    x_fresh, x_level = fresh_input(spec, mapping, g.n_img * g.c_in * g.h * g.w * b)
+    x_fresh, x_l3 = fresh_input(spec, mapping, g.n_img * g.c_in * g.h * g.w * b)
     bytes_dram = g.n_img * g.c_in * g.h * g.w * b - x_fresh + op.m * g.c_out * b * 2 + taps * g.c_out * b
     return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
-                   bytes_l3=x_fresh if x_level == "l3" else 0.0,
+                   bytes_l3=x_l3,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops)
 
 
@@ -832,13 +836,13 @@ def _dwconv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     channels = g.n_img * g.c_out
     cycles = channels * (oh * per_row + rows * per_tap_row)
     threads = min(threads_of(spec, mapping), channels)
-    x_fresh, x_level = fresh_input(spec, mapping, channels * g.h * g.w * b)
+    x_fresh, x_l3 = fresh_input(spec, mapping, channels * g.h * g.w * b)
     bytes_dram = channels * (g.h * g.w + oh * ow + g.kh * g.kw) * b - x_fresh
     # input and output rows are read and written in order, a few rows apart: hardware prefetch streams
     # them under the arithmetic (the one-stream DRAM share, overlapped like a GEMV)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=nb["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=True, mapping=mapping,
-                   bytes_l3=x_fresh if x_level == "l3" else 0.0)
+                   bytes_l3=x_l3)
 
 
 def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -860,7 +864,7 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     cycles = op.batch * op.m * (op.k * q["c_scan"] + kept * (p["c_nnz"] + axpy)
                                 + math.ceil(op.n / lane) * p["c_out"])
     threads = threads_of(spec, mapping)
-    x_fresh, x_level = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
+    x_fresh, x_l3 = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
     bytes_dram = op.batch * (kept * op.n * b + op.m * op.k * b + 2 * op.m * op.n * b) - x_fresh
     # the kept weight rows are contiguous runs of W^T; a run ends where the next row is skipped,
     # and each new run pays a DRAM stream start-up (dram_run_s) before the prefetcher catches up
@@ -869,7 +873,7 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # the few FLOPs hidden under it
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops * col, dram_runs=runs, stream=True,
-                   mapping=mapping, bytes_l3=x_fresh if x_level == "l3" else 0.0)
+                   mapping=mapping, bytes_l3=x_l3)
 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
@@ -881,10 +885,10 @@ def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     if op.kind == "eltwise":  # at least one load + one store per vector
         cycles = max(cycles, op.m / lane * (op.n_inputs / spec.load_ports + 1 / spec.store_ports))
     d = op.bytes_dense
-    x_fresh, x_level = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
+    x_fresh, x_l3 = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
     bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh
     return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_fresh if x_level == "l3" else 0.0)
+                   bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_l3)
 
 
 _FAMILY: dict[str, Callable[[Op, Mapping, CPUSpec], Cost]] = {
