@@ -246,7 +246,11 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
     if family == "cpu_nm":
         return {"c_grp": 2.0}  # group loop: counter, base column, branch
     if family == "gemm":  # register-blocked GEMM micro-kernel (mr x nr tile, FMA bound)
-        return {"eff": 1.0, "c_pack": 2 / ld + 1 / st, "t_call_s": 0.0}
+        # c_im2col_el / _el_strided / _run: cycles per element copied (contiguous / gathered at a stride) and per
+        # row run of a KxK convolution's explicit column copy (im2col_cost). 0 = the library convolves without one (XNNPACK's indirect GEMM, oneDNN's
+        # direct convolution); a spec whose library copies calibrates them (host: numpy, kernels.cpu.im2col)
+        return {"eff": 1.0, "c_pack": 2 / ld + 1 / st, "t_call_s": 0.0, "c_im2col_el": 0.0,
+                "c_im2col_el_strided": 0.0, "c_im2col_run": 0.0}
     if family == "cpu_act_gemv":
         return {"c_scan": 1.0}  # load + compare + branch per activation
     if family == "cpu_dwconv":
@@ -429,7 +433,8 @@ def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: floa
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
             stream: bool = False, dram_runs: float = 0.0, t_dram_extra: float = 0.0,
-            mapping: Mapping | None = None, dram_level: str | None = None, bytes_l3: float = 0.0) -> Cost:
+            mapping: Mapping | None = None, dram_level: str | None = None, bytes_l3: float = 0.0,
+            t_dram_net: float = 0.0) -> Cost:
     """Combine core cycles and memory streams into a Cost.
 
     The reused panel streams from its cache level while the core computes (the slower of the
@@ -438,7 +443,9 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     once, in order) runs at the stream bandwidth with its few FLOPs hidden under it. `dram_level`
     names the DRAM rate of the compulsory traffic (default: "stream" for a streaming kernel, else
     "dram"). `bytes_l3` is compulsory traffic served by the L3 instead (an input the op before wrote that
-    overflows the L2: fresh_input), at the L3 bandwidth, in the same stream as the DRAM traffic."""
+    overflows the L2: fresh_input), at the L3 bandwidth, in the same stream as the DRAM traffic.
+    `t_dram_net`: DRAM seconds already net of what the L3 keeps (a column copy's spill: im2col_cost), added
+    to the DRAM time as they are."""
     # the share of the core's nominal clock the caller gets (``core_speed``, 1 = all of it): on a shared
     # host it moves with the other tenants (SMT sibling, frequency), a per-campaign state of the host spec
     speed = spec.efficiency.get("core_speed", 1.0)
@@ -457,7 +464,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     def timed(t_guess: float) -> tuple[float, float]:
         """(call time, DRAM time) when a call of `t_guess` seconds sets how long other work evicts for."""
         warm = l3_resident_share(spec, mapping, bytes_dram, t_guess)
-        t_dram = (1.0 - warm) * t_cold + warm * t_l3 + t_fresh_l3
+        t_dram = (1.0 - warm) * t_cold + warm * t_l3 + t_fresh_l3 + t_dram_net
         # the hidden share of the shorter of (on-chip work, DRAM traffic) is `overlap`
         return t_call + max(t_onchip, t_dram) + (1.0 - overlap) * min(t_onchip, t_dram), t_dram
 
@@ -734,6 +741,44 @@ def _binary_pieces(rem: int) -> list[int]:
     return [1 << i for i in range(rem.bit_length()) if rem >> i & 1]
 
 
+def im2col_counts(g) -> tuple[int, int, int]:
+    """(row runs, padded-image elements, column elements) of one image's explicit im2col, per group of C
+    channels (kernels.cpu.im2col): the zero-padded copy of the image, C·(H+2p)·(W+2p) elements (0 unpadded),
+    then the column matrix, C·kh·kw·OH runs of OW elements. (0, 0, 0) for a 1x1, stride-1, unpadded
+    convolution: its GEMM reads the image in place."""
+    c = g.c_in // g.groups
+    if (g.kh, g.kw, g.stride, g.pad) == (1, 1, 1, 0):
+        return 0, 0, 0
+    padded = c * (g.h + 2 * g.pad) * (g.w + 2 * g.pad) if g.pad else 0
+    runs = c * g.kh * g.kw * g.h_out
+    return runs, padded, runs * g.w_out
+
+
+def im2col_cost(op: Op, spec: CPUSpec) -> tuple[float, float]:
+    """(core cycles, seconds of DRAM writes) of a convolution's column copy where the spec's library makes
+    one (gemm.c_im2col_*; (0, 0) where they are absent or 0 and for ops without a column copy).
+
+    Cycles: c_im2col_run per row run, c_im2col_el per element copied contiguously (the padded image, and
+    the columns of a stride-1 convolution), c_im2col_el_strided per column element gathered `stride`
+    elements apart. DRAM: the columns written beyond what the L3 keeps of the copy's footprint (columns +
+    source + padded image; l3_resident_share of one pass) are written back once, at the DRAM rate."""
+    p = params(spec, "gemm")
+    g = op.conv
+    if g is None or not (p["c_im2col_el"] or p["c_im2col_el_strided"] or p["c_im2col_run"]):
+        return 0.0, 0.0
+    runs, padded, cols = im2col_counts(g)
+    if not runs:
+        return 0.0, 0.0
+    per_image = op.batch * g.n_img
+    el_cost = p["c_im2col_el_strided"] if g.stride > 1 else p["c_im2col_el"]
+    cycles = per_image * (runs * p["c_im2col_run"] + padded * p["c_im2col_el"] + cols * el_cost)
+    b = op.dtype_bytes
+    cols_bytes = per_image * cols * b
+    footprint = cols_bytes + per_image * (g.c_in // g.groups * g.h * g.w + padded) * b
+    kept = l3_resident_share(spec, Mapping(kernel="im2col", params={"rotation_copies": 1}), footprint)
+    return cycles, cols_bytes * (1.0 - kept) / _bw(spec, "dram")
+
+
 def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """im2col + register-blocked GEMM: mr x nr tiles at the FMA rate, operands packed once."""
     p = params(spec, "gemm")
@@ -762,8 +807,10 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # streams W straight from memory (gemm.gemv_packs = 0: OpenBLAS sgemv; absent = 1, packed)
     packs = spec.efficiency.get("gemm.gemv_packs", 1.0) if op.m == 1 or op.n == 1 else 1.0
     pack = packs * (op.m * op.k + op.n * op.k) / lane * p["c_pack"]
+    # a convolution's column copy, where the spec's library makes one (0 elsewhere)
+    cols, t_cols_dram = im2col_cost(op, spec)
     threads = min(threads_of(spec, mapping), tiles)
-    cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack)
+    cycles = op.batch * (fma_cycles * spec.simd_overhead / p["eff"] + pack) + cols
     x_fresh, x_l3 = fresh_input(spec, mapping, op.batch * op.m * op.k * b)
     bytes_dram = op.batch * (op.m * op.k * b + op.n * op.k * b + Y_TIME_FACTOR * op.m * op.n * b) - x_fresh
     # packing reads A and B as long sequential streams: where the spec calibrates the one-stream
@@ -776,7 +823,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         level = "stream" if "stream_eff" in spec.efficiency else "dram"
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
-                   dram_level=level, bytes_l3=x_l3)
+                   dram_level=level, bytes_l3=x_l3, t_dram_net=t_cols_dram)
 
 
 def _depthwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:

@@ -138,6 +138,13 @@ def load(name: str) -> Ensemble:
 _CHECKED: dict[str, Any] = {}  # residual file -> the efficiency table last checked against it
 
 
+def _copies_columns(op: Op) -> bool:
+    """A convolution other than 1x1 / stride 1 (its GEMM runs on a column copy): no row the residuals were
+    trained on is one (they are GEMMs and 1x1 convolutions), so it keeps the analytic cost."""
+    g = op.conv
+    return g is not None and (g.kh, g.kw, g.stride, g.pad) != (1, 1, 1, 0)
+
+
 def apply(op: Op, mapping: Mapping, spec: Any, cost: Cost) -> Cost:
     """`cost` times the learned correction exp(residual) where the spec names a residual file that
     covers the kernel; unchanged elsewhere. The breakdown keeps the analytic parts and adds the
@@ -146,7 +153,7 @@ def apply(op: Op, mapping: Mapping, spec: Any, cost: Cost) -> Cost:
     if not name or cost.t_s <= 0:
         return cost
     ens = load(name)
-    if mapping.kernel not in ens.kernels or op.dtype != "fp32":
+    if mapping.kernel not in ens.kernels or op.dtype != "fp32" or _copies_columns(op):
         return cost
     if _CHECKED.get(name) is not spec.efficiency:
         ens.check(spec)

@@ -245,8 +245,9 @@ def row_op(row: dict[str, Any]):
     from simsparse.core.sparsity import Activation
 
     if row.get("conv"):
-        g = row["conv"]
-        geom = ConvGeom(1, g["c"], g["h"], g["w"], g["c"], g["kh"], g["kw"], g["stride"], g["pad"], groups=g["c"])
+        g = row["conv"]  # depthwise rows (campaign 31) carry no c_out / groups
+        geom = ConvGeom(1, g["c"], g["h"], g["w"], g.get("c_out", g["c"]), g["kh"], g["kw"], g["stride"], g["pad"],
+                        groups=g.get("groups", g["c"]))
         return Op.conv2d(geom, dtype=row.get("dtype", "fp32"), weight=row["weight"], name=row.get("layer", ""))
 
     act = Activation(row["activation_density"]) if row.get("activation_density", 1.0) < 1.0 else None
@@ -332,11 +333,17 @@ def errors(rows: list[dict[str, Any]], pred: np.ndarray) -> np.ndarray:
     return pred / meas - 1.0
 
 
+def report_kernel(row: dict[str, Any]) -> str:
+    """The kernel a row is reported under: its own, with the dense convolutions (column copy + GEMM) apart
+    from the GEMMs and 1x1 convolutions of cpu_dense_gemm."""
+    return "cpu_dense_gemm_conv" if is_dense_conv(row) else row["kernel"]
+
+
 def report(rows: list[dict[str, Any]], pred: np.ndarray) -> Report:
     err = errors(rows, pred)
     per: dict[str, dict[str, float]] = {}
-    for kern in sorted({r["kernel"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["kernel"] == kern]
+    for kern in sorted({report_kernel(r) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if report_kernel(r) == kern]
         e = np.abs(err[idx])
         per[kern] = {"n": len(idx), "mape": float(e.mean()), "within_10pct": float((e <= TOLERANCE).mean()),
                      "max_abs_err": float(e.max())}
@@ -554,11 +561,35 @@ STAGED_KERNELS = ("cpu_dwconv",)
 DWCONV_PARAMS = ("cpu_dwconv.c_x1", "cpu_dwconv.c_s2", "cpu_dwconv.c_x2", "cpu_dwconv.c_tap")
 
 
+# The dense KxK convolutions (cpu_dense_gemm on a convolution geometry, im2col + BLAS) are a stage too: their GEMM
+# is priced by the main fit's frozen values, and their one new term, the column copy, is fitted on its own timing
+# (the rows' t_im2col_median_s, measured beside the whole call) so it cannot absorb the GEMM's errors.
+# Per element copied contiguously, per column element gathered at a stride > 1 and per row run of OW elements
+# (hwmodels.cpu.im2col_cost; the columns the L3 cannot keep are written back at the DRAM rate, no parameter of
+# its own). Chosen by leave-one-out on the 22 reproducible fit-half rows of campaign 32 (MAPE of the copy: one
+# per-element cost + per run 34.9 %, contiguous / strided elements 18.3 %, + the spill 12.4 %, the spill's rate
+# fitted instead of the DRAM rate 12.6 % at 10.9 GB/s against the spec's 12.5)
+IM2COL_PARAMS = ("gemm.c_im2col_el", "gemm.c_im2col_el_strided", "gemm.c_im2col_run")
+STAGE_PARAMS = {"cpu_dwconv": DWCONV_PARAMS, "im2col": IM2COL_PARAMS}
+
+
+def is_dense_conv(row: dict[str, Any]) -> bool:
+    """A row that timed a dense convolution through its column copy (im2col + BLAS)."""
+    return row["kernel"] == "cpu_dense_gemm" and bool(row.get("conv"))
+
+
+def stage_of(row: dict[str, Any]) -> str | None:
+    """The staged fit a row belongs to (STAGE_PARAMS), None for the main fit's rows."""
+    if row["kernel"] in STAGED_KERNELS:
+        return row["kernel"]
+    return "im2col" if is_dense_conv(row) else None
+
+
 def main_rows(files: list[Path] | None = None) -> list[dict[str, Any]]:
-    """Measured rows of the kernels the main fit covers (every kernel but STAGED_KERNELS)."""
+    """Measured rows the main fit covers (every row but a staged fit's: stage_of)."""
     from simsparse.measure_cpu import load_rows
 
-    return [r for r in load_rows(files) if r["kernel"] not in STAGED_KERNELS]
+    return [r for r in load_rows(files) if stage_of(r) is None]
 
 
 def calibrate_dwconv(files: list[Path] | None = None, spec_name: str = "host") -> dict[str, Any]:
@@ -588,6 +619,60 @@ def calibrate_dwconv(files: list[Path] | None = None, spec_name: str = "host") -
     return out
 
 
+def im2col_part_s(rows: list[dict[str, Any]], spec) -> np.ndarray:
+    """The model's time (s) of each dense-convolution row's column copy alone (hwmodels.cpu.im2col_cost):
+    its cycles at the spec's clock and core share, plus its DRAM write-back."""
+    import hwmodels.cpu as cpu
+
+    hz = spec.clock_hz * spec.efficiency.get("core_speed", 1.0)
+    out = []
+    for op, _ in _ops(rows):
+        cycles, t_dram = cpu.im2col_cost(op, spec)
+        out.append(cycles / hz + t_dram)
+    return np.array(out)
+
+
+def calibrate_im2col(files: list[Path] | None = None, spec_name: str = "host") -> dict[str, Any]:
+    """Fit IM2COL_PARAMS on the column-copy timings of the reproducible fit half of the dense-convolution
+    rows (least squares on log(model / measured), FIT_LOSS), every other value of the spec frozen (its plain
+    machine state); report the copy's and the whole call's errors on both halves, with and without the rule."""
+    from scipy.optimize import least_squares
+
+    import hwmodels
+    from simsparse.measure_cpu import load_rows
+
+    spec = hwmodels.load(spec_name)
+    rows = [r for r in load_rows(files) if is_dense_conv(r) and r.get("t_im2col_median_s")]
+    fit_rows = [r for r in rows if r["split"] == "fit" and reproducible(r)]
+    if not fit_rows:
+        raise ValueError("files: no dense-convolution rows with an im2col timing (t_im2col_median_s) to fit")
+    meas = np.log([r["t_im2col_median_s"] for r in fit_rows])
+
+    def resid(z: np.ndarray) -> np.ndarray:
+        sp = _with(spec, dict(zip(IM2COL_PARAMS, np.exp(z), strict=True)))
+        return np.log(im2col_part_s(fit_rows, sp)) - meas
+
+    loss, scale = FIT_LOSS
+    sol = least_squares(resid, np.log([0.5, 1.0, 10.0]), loss=loss, f_scale=scale)
+    fitted = {k: float(v) for k, v in zip(IM2COL_PARAMS, np.exp(sol.x), strict=True)}
+    spec = _with(spec, fitted)
+    out: dict[str, Any] = {"spec": spec_name, "stage": "im2col", "files": sorted({r["campaign"] for r in rows}),
+                           "params": fitted, "target": "t_im2col_median_s (the column copy alone)",
+                           "frozen": f"every other value of hwmodels/specs/{spec_name}.yaml as committed (its plain "
+                                     "machine state)",
+                           "quality_rule": f"fit and validate on points whose two passes differ by <= {MAX_PASS_DIFF:.0%}",
+                           "n_fit": len(fit_rows)}
+    for half in ("fit", "validate"):
+        rr = [r for r in rows if r["split"] == half]
+        good = [r for r in rr if reproducible(r)]
+        part = np.abs(im2col_part_s(good, spec) / np.array([r["t_im2col_median_s"] for r in good]) - 1.0)
+        out[f"{half}_im2col"] = {"n": len(good), "mape": float(part.mean()),
+                                 "within": float((part <= TOLERANCE).mean())}
+        out[half] = report(good, predict(good, spec)).to_dict()  # the whole call: GEMM (frozen) + copy
+        out[f"{half}_all"] = report(rr, predict(rr, spec)).to_dict()
+    return out
+
+
 def write_stage(summary: dict[str, Any], spec_path: Path, calib_file: str) -> None:
     """Store a staged fit's values in the spec's calibrated block (replacing that stage's earlier lines)."""
     import re
@@ -595,8 +680,9 @@ def write_stage(summary: dict[str, Any], spec_path: Path, calib_file: str) -> No
     text = spec_path.read_text()
     if SPEC_MARKER not in text:
         raise ValueError(f"{spec_path}: no calibrated block ({SPEC_MARKER!r}) to add the {summary['stage']} fit to")
+    on = f" on their {summary['target']}" if summary.get("target") else ""
     src = (f"fitted on the reproducible fit half of the {summary['stage']} rows ({summary['n_fit']} rows of "
-           f"{', '.join(summary['files'])}), every other value frozen; {calib_file}")
+           f"{', '.join(summary['files'])}){on}, every other value frozen; {calib_file}")
     for name, val in summary["params"].items():
         line = _spec_line(name, val, src)
         pat = rf"^  {re.escape(name)}: .*$"
@@ -775,7 +861,8 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
     staged: list[str] = []  # a staged fit's lines (write_stage) survive a new main fit: it froze what it needs
     if SPEC_MARKER in text:
         block = text[text.index(SPEC_MARKER):]
-        staged = [ln for ln in block.splitlines() if any(ln.startswith(f"  {k}.") for k in STAGED_KERNELS)]
+        staged = [ln for ln in block.splitlines()
+                  if any(ln.startswith(f"  {k}:") for ps in STAGE_PARAMS.values() for k in ps)]
         text = text[:text.index(SPEC_MARKER)].rstrip() + "\n"
     lines = [SPEC_MARKER, "efficiency:"]
     # the summary's "states" are the raw fits (older summaries' "params" hold them too): the spec takes them shrunk
@@ -1021,6 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dwconv", action="store_true",
                     help="only the depthwise stage: fit DWCONV_PARAMS on the cpu_dwconv rows, every other value frozen "
                          "(with --write-spec: store them in the spec)")
+    ap.add_argument("--im2col", action="store_true",
+                    help="only the im2col stage: fit IM2COL_PARAMS on the dense convolutions' column-copy timings, every "
+                         "other value frozen (with --write-spec: store them in the spec)")
     ap.add_argument("--ceiling", action="store_true",
                     help="only compare the spec's model on the held-out half (quality rule) with what repeated "
                          "measurements of the same points allow (repeat_ceiling)")
@@ -1034,14 +1124,19 @@ def main(argv: list[str] | None = None) -> int:
         res = repeat_ceiling(rows, predict(rows, spec, states_of(spec)))
         print(json.dumps(res, indent=1))
         return 0
-    if a.dwconv:
+    if a.dwconv or a.im2col:
         from hwmodels.spec import SPEC_DIR
 
-        res = calibrate_dwconv(a.files or None, a.spec)
+        res = (calibrate_dwconv if a.dwconv else calibrate_im2col)(a.files or None, a.spec)
         if a.out:
             a.out.write_text(json.dumps(res, indent=1, default=float))
         if a.write_spec:
-            write_stage(res, SPEC_DIR / f"{a.spec}.yaml", str(a.out) if a.out else "calibrate_cpu --dwconv")
+            flag = "--dwconv" if a.dwconv else "--im2col"
+            write_stage(res, SPEC_DIR / f"{a.spec}.yaml", str(a.out) if a.out else f"calibrate_cpu {flag}")
+        for half in ("fit_im2col", "validate_im2col") if a.im2col else ():
+            r = res[half]
+            print(f"{half:16s} n={r['n']:4d}  MAPE {r['mape'] * 100:5.2f} %  within ±10 %: {r['within'] * 100:5.1f} %",
+                  file=sys.stderr)
         for half in ("fit", "validate", "fit_all", "validate_all"):
             r = res[half]
             print(f"{half:12s} n={r['n']:4d}  MAPE {r['mape'] * 100:5.2f} %  within ±10 %: {r['within'] * 100:5.1f} %",

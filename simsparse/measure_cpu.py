@@ -227,6 +227,27 @@ DEPTHWISE = [(480, 7, 3, 1), (768, 7, 3, 1), (960, 7, 3, 1), (1024, 7, 3, 1), (1
              (672, 14, 5, 2), (144, 56, 5, 2),
              (72, 56, 5, 2), (120, 28, 5, 1), (960, 7, 5, 1), (96, 28, 5, 2), (240, 14, 5, 1), (120, 14, 5, 1),
              (144, 14, 5, 1), (288, 14, 5, 2), (576, 7, 5, 1)]
+# Dense KxK convolutions (kernel cpu_dense_gemm on a convolution: im2col + BLAS, kernels.cpu.conv2d_im2col; CHW,
+# one image, fp32), (C_in, H = W, C_out, k, stride, pad), from the networks' published definitions: ResNet-18 /
+# ResNet-50 (He et al. 2016, Table 1; torchvision: the stem and every distinct 3x3 conv, v1.5 stride in the 3x3),
+# the stems of MobileNet v1 / v2 / v3 and EfficientNet-B0 at 224 px (widths 16 / 24 / 32 / 44 / 48) and of
+# EfficientNet-B2 / -B3 at their 260 / 300 px, YOLOv5s at 640 px (its 6x6 s2 stem, 3x3 s2 down-sampling and the
+# C3 bottlenecks' 3x3 convs), DenseNet-121's growth convs (128 -> 32), VGG-16 / U-Net-style 3x3 at 28 and 14 px,
+# AlexNet's 11x11 s4 and 5x5 convs, ConvNeXt's 4x4 s4 and ViT-B/16's 16x16 s16 patchify stems, a ResNet-D deep
+# stem and the Inception-v3 stem (unpadded 3x3)
+DENSE_CONVS = [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (64, 56, 128, 3, 2, 1), (128, 28, 128, 3, 1, 1),
+               (128, 28, 256, 3, 2, 1), (256, 14, 256, 3, 1, 1), (256, 14, 512, 3, 2, 1), (512, 7, 512, 3, 1, 1),
+               (128, 56, 128, 3, 2, 1), (256, 28, 256, 3, 2, 1), (512, 14, 512, 3, 2, 1),
+               (3, 224, 16, 3, 2, 1), (3, 224, 24, 3, 2, 1), (3, 224, 32, 3, 2, 1), (3, 224, 44, 3, 2, 1),
+               (3, 224, 48, 3, 2, 1), (3, 260, 32, 3, 2, 1), (3, 300, 40, 3, 2, 1),
+               (3, 640, 32, 6, 2, 2), (32, 320, 64, 3, 2, 1), (64, 160, 128, 3, 2, 1), (128, 80, 256, 3, 2, 1),
+               (256, 40, 512, 3, 2, 1), (32, 160, 32, 3, 1, 1), (64, 80, 64, 3, 1, 1), (128, 40, 128, 3, 1, 1),
+               (256, 20, 256, 3, 1, 1),
+               (128, 56, 32, 3, 1, 1), (128, 28, 32, 3, 1, 1), (128, 14, 32, 3, 1, 1), (128, 7, 32, 3, 1, 1),
+               (256, 28, 256, 3, 1, 1), (512, 14, 512, 3, 1, 1),
+               (3, 224, 64, 11, 4, 2), (64, 27, 192, 5, 1, 2), (3, 224, 96, 4, 4, 0), (3, 224, 768, 16, 16, 0),
+               (32, 112, 32, 3, 1, 1), (32, 112, 64, 3, 1, 1),
+               (3, 299, 32, 3, 2, 0), (32, 149, 32, 3, 1, 0), (32, 147, 64, 3, 1, 1), (80, 73, 192, 3, 1, 0)]
 LLM_SPMM = [(4096, 4096, 16), (4096, 11008, 16), (5120, 13824, 16)]  # (K, N, tokens): Llama-2 7B/13B
 LLM_GEMV = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (13824, 5120)]  # (K, N) decode
 
@@ -244,9 +265,20 @@ def split_of(n: int, k: int) -> str:
     return "fit" if zlib.crc32(f"{int(n)}x{int(k)}".encode()) % 2 == 0 else "validate"
 
 
+def is_depthwise_conv(conv: dict[str, int]) -> bool:
+    """Whether a row's convolution geometry is a depthwise one (its groups equal its channels; the rows of
+    campaign 31 carry no groups: all depthwise)."""
+    return int(conv.get("groups", conv["c"])) == int(conv["c"]) and int(conv.get("c_out", conv["c"])) == int(conv["c"])
+
+
 def conv_split_of(conv: dict[str, int]) -> str:
-    """The same rule for a depthwise convolution, on its geometry: crc32 of 'dw CxH kK sS' even → fit."""
-    key = f"dw{int(conv['c'])}x{int(conv['h'])}k{int(conv['kh'])}s{int(conv['stride'])}"
+    """The same rule for a convolution, on its geometry: crc32 of 'dw CxH kK sS' (depthwise) or of
+    'conv CxH-N kK sS pP' (dense, N output channels) even → fit."""
+    if is_depthwise_conv(conv):
+        key = f"dw{int(conv['c'])}x{int(conv['h'])}k{int(conv['kh'])}s{int(conv['stride'])}"
+    else:
+        key = (f"conv{int(conv['c'])}x{int(conv['h'])}-{int(conv['c_out'])}k{int(conv['kh'])}s{int(conv['stride'])}"
+               f"p{int(conv['pad'])}")
     return "fit" if zlib.crc32(key.encode()) % 2 == 0 else "validate"
 
 
@@ -519,14 +551,18 @@ class Point:
     pattern: dict[str, Any]
     layer: str
     activation_density: float = 1.0
-    conv: tuple[int, int, int, int, int] | None = None  # depthwise (C, H = W, k, stride, pad); None: a GEMM
+    # a convolution's (C_in, H = W, k, stride, pad): depthwise for cpu_dwconv, else dense with C_out = n; None: a GEMM
+    conv: tuple[int, int, int, int, int] | None = None
 
     @property
     def conv_dict(self) -> dict[str, int] | None:
         if self.conv is None:
             return None
         c, h, k, stride, pad = self.conv
-        return {"c": c, "h": h, "w": h, "kh": k, "kw": k, "stride": stride, "pad": pad}
+        geom = {"c": c, "h": h, "w": h, "kh": k, "kw": k, "stride": stride, "pad": pad}
+        if self.kernel != "cpu_dwconv":
+            geom.update(c_out=self.n, groups=1)
+        return geom
 
 
 TABLES = {  # the layer tables a campaign can measure (--tables), by name
@@ -550,6 +586,7 @@ TABLES = {  # the layer tables a campaign can measure (--tables), by name
     "new_layers16": (("new_layers16", NEW16_1X1),),
     "new_layers17": (("new_layers17", NEW17_1X1),),
     "depthwise": (("depthwise", DEPTHWISE),),  # (C, H, k, stride) depthwise convolutions, not 1x1 layers
+    "convs": (("convs", DENSE_CONVS),),  # (C_in, H, C_out, k, stride, pad) dense KxK convolutions, im2col + BLAS
 }
 
 
@@ -568,6 +605,9 @@ def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False,
     for t in tables:
         if t == "depthwise":
             pts += depthwise_points(quick)
+            continue
+        if t == "convs":
+            pts += dense_conv_points(quick)
             continue
         for name, table in TABLES[t]:
             cnn += [(name, s) for s in table]
@@ -613,6 +653,16 @@ def depthwise_points(quick: bool = False) -> list[Point]:
         pad = k // 2
         oh = (h + 2 * pad - k) // stride + 1
         out.append(Point("cpu_dwconv", oh * oh, 1, k * k, {"pattern": "dense"}, "depthwise",
+                         conv=(c, h, k, stride, pad)))
+    return out
+
+
+def dense_conv_points(quick: bool = False) -> list[Point]:
+    """One cpu_dense_gemm point per DENSE_CONVS layer (GEMM view M = output pixels, N = C_out, K = C_in*k*k)."""
+    out = []
+    for c, h, n, k, stride, pad in (DENSE_CONVS[::11] if quick else DENSE_CONVS):
+        oh = (h + 2 * pad - k) // stride + 1
+        out.append(Point("cpu_dense_gemm", oh * oh, n, c * k * k, {"pattern": "dense"}, "convs",
                          conv=(c, h, k, stride, pad)))
     return out
 
@@ -705,6 +755,23 @@ def build(pt: Point, seed: int = 0, cold: bool = False, copies: int | None = Non
         facts.update(mb=0, weight_bytes=int(w.nbytes))
         facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
         return (lambda i: K.depthwise_conv2d(ws[i], xs[i], stride, pad, out=ys[i])), copies, facts
+    if pt.kernel == "cpu_dense_gemm" and pt.conv is not None:
+        c, h, kk, stride, pad = pt.conv
+        x = rng.standard_normal((c, h, h), dtype=np.float32)
+        w = rng.standard_normal((n, c, kk, kk), dtype=np.float32)
+        ref = K.conv2d_reference(w, x, stride, pad).reshape(n, m)
+        set_bytes = x.nbytes + 4 * n * m + w.nbytes
+        if copies is None:
+            copies = int(min(cap, max(1, -(-2 * _llc_bytes() // set_bytes))))
+        ws = [w] + [w.copy() for _ in range(copies - 1)]
+        xs = [x] + [x.copy() for _ in range(copies - 1)]
+        ys = [np.empty((n, m), np.float32) for _ in range(copies)]
+        got = K.conv2d_im2col(ws[0], xs[0], stride, pad, out=ys[0])
+        facts.update(mb=0, weight_bytes=int(w.nbytes))
+        facts["rel_err"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+        # the column copy alone, timed beside the whole call (measure_point): the im2col term's own data
+        facts["_part"] = ("im2col", lambda i: K.im2col(xs[i], kk, kk, stride, pad))
+        return (lambda i: K.conv2d_im2col(ws[i], xs[i], stride, pad, out=ys[i])), copies, facts
     spars = parse_pattern(pt.pattern)
     dense = pt.pattern["pattern"] == "dense"
     mask = spars.mask((n, k), seed) if not dense else np.ones((n, k), bool)
@@ -752,6 +819,7 @@ def warm_up() -> None:
         Point("cpu_dense_gemm", 20, 8, 16, {"pattern": "dense"}, "warm"),
         Point("cpu_dwconv", 16, 1, 9, {"pattern": "dense"}, "warm", conv=(4, 8, 3, 2, 1)),
         Point("cpu_dwconv", 64, 1, 25, {"pattern": "dense"}, "warm", conv=(4, 8, 5, 1, 2)),
+        Point("cpu_dense_gemm", 16, 4, 18, {"pattern": "dense"}, "warm", conv=(2, 8, 3, 2, 1)),
     ]:
         fn, _, _ = build(pt)
         fn(0)
@@ -767,8 +835,12 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
     runs = []
     for _ in range(max(1, builds)):
         fn, n_rot, facts = build(pt, seed, cold=cold, copies=copies)
+        part = facts.pop("_part", None)
+        if part is not None:  # a named piece of the call, timed on its own just before it (same operands)
+            name, fn_part = part
+            facts[f"t_{name}_median_s"] = time_call(fn_part, n_rot)["t_median_s"]
         runs.append((time_call(fn, n_rot), n_rot, facts))
-        del fn
+        del fn, part
     runs.sort(key=lambda x: x[0]["t_median_s"])
     r, n_rot, facts = runs[len(runs) // 2]
     if builds > 1:

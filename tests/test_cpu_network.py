@@ -89,7 +89,10 @@ def network_runs():
 def test_checked_in_forward_passes_replay_within_ten_percent(network_runs):
     # the current model (mapper="measured", host at one thread) against each measured forward pass. Reached when
     # committed (validation/data/cpu-host/README.md, "Whole networks"): MobileNet v1 / v2 within -5.6 / +5.5 %,
-    # EfficientNet-B0 up to +11.0 % (its numpy sigmoid / SiLU passes, priced by cpu_eltwise, never measured)
+    # EfficientNet-B0 up to +11.0 % (its numpy sigmoid / SiLU passes, priced by cpu_eltwise, never measured).
+    # Since the first conv's column copy is priced (campaign 32; that layer 418 -> 607 us against 760-810 measured)
+    # every total rose by 0.19 ms: MobileNets -4.5 ... +7.7 %, EfficientNet-B0 up to +11.9 %. The cancellation of
+    # that missing copy against the cold-priced 1x1 layers' excess is gone ("Chained forward passes")
     spec = hwmodels.load("host").replace(threads=1)
     cache = {}
     errs, mobilenets = [], []
@@ -105,7 +108,7 @@ def test_checked_in_forward_passes_replay_within_ten_percent(network_runs):
             mobilenets.append(errs[-1])
     assert len(errs) >= 12 and len({(r["network"], r["pattern"]) for r in network_runs}) >= 6
     assert max(abs(e) for e in errs) <= 0.12, errs
-    assert len(mobilenets) >= 8 and max(abs(e) for e in mobilenets) <= 0.07, mobilenets
+    assert len(mobilenets) >= 8 and max(abs(e) for e in mobilenets) <= 0.085, mobilenets
 
 
 def test_sparse_network_speedup_is_predicted(network_runs):

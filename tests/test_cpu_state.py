@@ -115,7 +115,7 @@ def test_tables_select_layers_and_reject_unknown_names():
     new_pixel_counts = ("new_layers16", "new_layers17")
     seen: dict[tuple[int, int], str] = {}
     for name, tables in measure_cpu.TABLES.items():
-        if name == "depthwise":  # (C, H, k, stride) convolutions, not (N, K) 1x1 layers
+        if name in ("depthwise", "convs"):  # convolution geometries, not (N, K) 1x1 layers
             continue
         for _, table in tables:
             for cin, cout, _hw in table:

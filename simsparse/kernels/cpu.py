@@ -457,20 +457,50 @@ def depthwise_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: 
     return y
 
 
+def im2col(x_chw: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """The column matrix of a dense convolution: cols[C*kh*kw, OH*OW], row (c, r, q) holding input channel c
+    shifted by tap (r, q) at every output pixel. numpy builds it in two copies: the zero-padded image
+    (np.pad, when `pad`), then the strided window view copied row by row: C*kh*kw*OH runs of OW elements,
+    each element `stride` apart in the source (hwmodels.cpu.im2col_counts prices exactly these)."""
+    if x_chw.ndim != 3:
+        raise ValueError(f"x_chw must be [C, H, W]; got shape {x_chw.shape}")
+    if min(kh, kw, stride) < 1 or pad < 0:
+        raise ValueError(f"need kh, kw, stride >= 1 and pad >= 0; got kh={kh}, kw={kw}, stride={stride}, pad={pad}")
+    c, h, w = x_chw.shape
+    if h + 2 * pad < kh or w + 2 * pad < kw:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * pad}x{w + 2 * pad}")
+    xp = np.pad(x_chw, ((0, 0), (pad, pad), (pad, pad))) if pad else x_chw
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    oh, ow = win.shape[1], win.shape[2]
+    return np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2)).reshape(c * kh * kw, oh * ow)
+
+
 def conv2d_im2col(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0,
                   out: np.ndarray | None = None) -> np.ndarray:
     """Dense convolution of one CHW image by im2col + BLAS: y[N, OH*OW] = W[N, C*kh*kw] · cols.
 
-    `w` is [N, C, kh, kw]. The columns are one copy of the padded input's sliding windows (numpy), then
-    one sgemm through numpy's BLAS — the dense baseline a first 3x3 layer runs on."""
+    `w` is [N, C, kh, kw]. The columns are one copy of the padded input's sliding windows (im2col, numpy),
+    then one sgemm through numpy's BLAS: the dense baseline of a KxK convolution on this machine."""
     if w.ndim != 4 or x_chw.ndim != 3 or w.shape[1] != x_chw.shape[0]:
         raise ValueError(f"need w [N, C, kh, kw] and x_chw [C, H, W] with the same C; got {w.shape} and {x_chw.shape}")
     n, c, kh, kw = w.shape
-    xp = np.pad(x_chw, ((0, 0), (pad, pad), (pad, pad))) if pad else x_chw
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    oh, ow = win.shape[1], win.shape[2]
-    cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2)).reshape(c * kh * kw, oh * ow)
+    cols = im2col(x_chw, kh, kw, stride, pad)
     return np.matmul(w.reshape(n, c * kh * kw), cols, out=out)
+
+
+def conv2d_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Plain numpy dense convolution in float64 (zero padding, cross-correlation), [N, OH, OW]: the check of
+    conv2d_im2col, one channel contraction per tap of a shifted, strided slice (no column matrix)."""
+    n, c, kh, kw = w.shape
+    _, h, wd = x_chw.shape
+    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    y = np.zeros((n, oh, ow))
+    for r in range(kh):
+        for q in range(kw):
+            tap = xp[:, r:r + stride * (oh - 1) + 1:stride, q:q + stride * (ow - 1) + 1:stride]
+            y += np.tensordot(w[:, :, r, q].astype(np.float64), tap, axes=(1, 0))
+    return y
 
 
 KERNEL_FUNCS = {
