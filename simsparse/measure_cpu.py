@@ -938,15 +938,17 @@ def _run_pass(fresh: bool, core: int, *args: Any) -> Iterator[tuple[str, int, di
         child.join()
 
 
-def campaign_estimate_s(points: int, builds: int) -> float:
+def campaign_estimate_s(points: int, builds: int, parts: int = 0) -> float:
     """Seconds a campaign of `points` takes, both passes: ~MIN_POINT_S of timing per allocation plus
-    ~0.15 s of set-up, per point and pass (campaigns 15-18: estimate 576 s, wall 529 s for 384 points)."""
-    return 2 * points * (max(1, builds) * MIN_POINT_S + 0.15)
+    ~0.15 s of set-up, per point and pass (campaigns 15-18: estimate 576 s, wall 529 s for 384 points);
+    `parts` of the points also time a piece of their call on its own (a dense convolution's column copy:
+    another MIN_POINT_S per allocation; campaign 32, 43 such points, wall 133 s)."""
+    return 2 * ((points + parts) * max(1, builds) * MIN_POINT_S + points * 0.15)
 
 
-def default_budget_s(points: int, builds: int) -> float:
+def default_budget_s(points: int, builds: int, parts: int = 0) -> float:
     """The budget when none is given: room for both passes (1.5x the estimate, + 60 s for the probes)."""
-    return 1.5 * campaign_estimate_s(points, builds) + 60.0
+    return 1.5 * campaign_estimate_s(points, builds, parts) + 60.0
 
 
 def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float | None = None,
@@ -973,9 +975,10 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float | Non
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(len(pts))
         pts = [pts[i] for i in order]
-    estimate = campaign_estimate_s(len(pts), builds)
+    parts = sum(1 for p in pts if p.kernel == "cpu_dense_gemm" and p.conv is not None)  # build(): "_part"
+    estimate = campaign_estimate_s(len(pts), builds, parts)
     if budget_s is None:
-        budget_s = default_budget_s(len(pts), builds)
+        budget_s = default_budget_s(len(pts), builds, parts)
     deadline = t_wall + budget_s
     log(f"{len(pts)} points x 2 passes: about {estimate:.0f} s; budget {budget_s:.0f} s"
         + (" -- too short: the second pass will stop early (raise --budget-s)" if estimate > budget_s else ""))

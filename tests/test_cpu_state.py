@@ -159,6 +159,10 @@ def test_the_default_budget_leaves_room_for_both_passes():
     assert measure_cpu.default_budget_s(384, 3) == pytest.approx(1.5 * 576.0 + 60.0)
     # one build: 2 x 1164 x 0.35 s = 814.8 s (campaign 10's grid), beyond the old fixed 560 s
     assert measure_cpu.default_budget_s(1164, 1) > measure_cpu.campaign_estimate_s(1164, 1) > 560.0
+    # 43 dense convolutions, each also timing its column copy, 3 builds: 2 x (86 x 3 x 0.2 + 43 x 0.15) = 116.1 s
+    # (campaign 32 took 133 s, probes included; its budget without the parts, 157 s, had left 24 s to spare)
+    assert measure_cpu.campaign_estimate_s(43, 3, parts=43) == pytest.approx(116.1)
+    assert measure_cpu.default_budget_s(43, 3, parts=43) == pytest.approx(1.5 * 116.1 + 60.0)
 
 
 def test_the_spec_stores_shrunk_states(tmp_path):
