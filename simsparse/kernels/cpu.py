@@ -442,18 +442,25 @@ def depthwise_conv2d(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int
     return out
 
 
+def _taps(x_chw: np.ndarray, kh: int, kw: int, stride: int, pad: int):
+    """(output height, width, iterator of (r, q, slice)): per tap (r, q), the float64 zero-padded input's
+    slice every output pixel reads at that tap (the references' one shared step)."""
+    _, h, wd = x_chw.shape
+    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    taps = ((r, q, xp[:, r:r + stride * (oh - 1) + 1:stride, q:q + stride * (ow - 1) + 1:stride])
+            for r in range(kh) for q in range(kw))
+    return oh, ow, taps
+
+
 def depthwise_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
     """Plain numpy depthwise convolution in float64 (zero padding, cross-correlation): the check of
     depthwise_conv2d, one shifted and strided slice of the padded input per tap."""
-    c, h, wd = x_chw.shape
-    _, kh, kw = w.shape
-    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    c, kh, kw = w.shape
+    oh, ow, taps = _taps(x_chw, kh, kw, stride, pad)
     y = np.zeros((c, oh, ow))
-    for r in range(kh):
-        for q in range(kw):
-            y += w[:, r, q, None, None].astype(np.float64) * xp[:, r:r + stride * (oh - 1) + 1:stride,
-                                                                  q:q + stride * (ow - 1) + 1:stride]
+    for r, q, tap in taps:
+        y += w[:, r, q, None, None].astype(np.float64) * tap
     return y
 
 
@@ -491,15 +498,11 @@ def conv2d_im2col(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 
 def conv2d_reference(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
     """Plain numpy dense convolution in float64 (zero padding, cross-correlation), [N, OH, OW]: the check of
     conv2d_im2col, one channel contraction per tap of a shifted, strided slice (no column matrix)."""
-    n, c, kh, kw = w.shape
-    _, h, wd = x_chw.shape
-    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    n, _, kh, kw = w.shape
+    oh, ow, taps = _taps(x_chw, kh, kw, stride, pad)
     y = np.zeros((n, oh, ow))
-    for r in range(kh):
-        for q in range(kw):
-            tap = xp[:, r:r + stride * (oh - 1) + 1:stride, q:q + stride * (ow - 1) + 1:stride]
-            y += np.tensordot(w[:, :, r, q].astype(np.float64), tap, axes=(1, 0))
+    for r, q, tap in taps:
+        y += np.tensordot(w[:, :, r, q].astype(np.float64), tap, axes=(1, 0))
     return y
 
 
