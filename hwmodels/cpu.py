@@ -246,9 +246,10 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
     if family == "cpu_nm":
         return {"c_grp": 2.0}  # group loop: counter, base column, branch
     if family == "gemm":  # register-blocked GEMM micro-kernel (mr x nr tile, FMA bound)
-        # c_im2col_el / _el_strided / _run: cycles per element copied (contiguous / gathered at a stride) and per
-        # row run of a KxK convolution's explicit column copy (im2col_cost). 0 = the library convolves without one (XNNPACK's indirect GEMM, oneDNN's
-        # direct convolution); a spec whose library copies calibrates them (host: numpy, kernels.cpu.im2col)
+        # c_im2col_el / _el_strided / _run: cycles per element copied (contiguous / gathered at a stride) and
+        # per row run of a KxK convolution's explicit column copy (im2col_cost). 0 = the library convolves
+        # without one (XNNPACK's indirect GEMM, oneDNN's direct convolution); a spec whose library copies
+        # calibrates them (host: numpy, kernels.cpu.im2col)
         return {"eff": 1.0, "c_pack": 2 / ld + 1 / st, "t_call_s": 0.0, "c_im2col_el": 0.0,
                 "c_im2col_el_strided": 0.0, "c_im2col_run": 0.0}
     if family == "cpu_act_gemv":
@@ -400,10 +401,19 @@ def l3_resident_share(spec: CPUSpec, mapping: Mapping | None, bytes_per_call: fl
     own bytes. A short call's copy comes back before the others have evicted it; a long call's does
     not, at the same footprint."""
     copies = float(mapping.params.get("rotation_copies", 0) or 0) if mapping is not None else 0.0
-    keep = spec.efficiency.get("l3_keep_bytes", 0.0)
-    if copies <= 0 or keep <= 0 or bytes_per_call <= 0:
+    if copies <= 0 or bytes_per_call <= 0:
         return 0.0
-    footprint = copies * (bytes_per_call + spec.efficiency.get("l3_evict_bps", 0.0) * max(seconds_per_call, 0.0))
+    return l3_kept_share(spec, copies * (bytes_per_call + spec.efficiency.get("l3_evict_bps", 0.0)
+                                         * max(seconds_per_call, 0.0)))
+
+
+def l3_kept_share(spec: CPUSpec, footprint: float) -> float:
+    """Share of a line the L3 still holds after `footprint` bytes were inserted since it was written
+    (l3_resident_share's survival: 1 / (1 + (F / l3_keep_bytes)^l3_keep_hill), or exp(-F / l3_keep_bytes)
+    without a hill; 0 where the spec keeps nothing)."""
+    keep = spec.efficiency.get("l3_keep_bytes", 0.0)
+    if keep <= 0 or footprint <= 0:
+        return 0.0
     hill = spec.efficiency.get("l3_keep_hill", 0.0)
     if hill > 0:  # LRU-like: survives while the rotation fits the kept capacity
         return 1.0 / (1.0 + (footprint / keep) ** hill)
@@ -761,7 +771,7 @@ def im2col_cost(op: Op, spec: CPUSpec) -> tuple[float, float]:
     Cycles: c_im2col_run per row run, c_im2col_el per element copied contiguously (the padded image, and
     the columns of a stride-1 convolution), c_im2col_el_strided per column element gathered `stride`
     elements apart. DRAM: the columns written beyond what the L3 keeps of the copy's footprint (columns +
-    source + padded image; l3_resident_share of one pass) are written back once, at the DRAM rate."""
+    source + padded image; l3_kept_share) are written back once, at the DRAM rate."""
     p = params(spec, "gemm")
     g = op.conv
     if g is None or not (p["c_im2col_el"] or p["c_im2col_el_strided"] or p["c_im2col_run"]):
@@ -775,8 +785,7 @@ def im2col_cost(op: Op, spec: CPUSpec) -> tuple[float, float]:
     b = op.dtype_bytes
     cols_bytes = per_image * cols * b
     footprint = cols_bytes + per_image * (g.c_in // g.groups * g.h * g.w + padded) * b
-    kept = l3_resident_share(spec, Mapping(kernel="im2col", params={"rotation_copies": 1}), footprint)
-    return cycles, cols_bytes * (1.0 - kept) / _bw(spec, "dram")
+    return cycles, cols_bytes * (1.0 - l3_kept_share(spec, footprint)) / _bw(spec, "dram")
 
 
 def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
