@@ -646,25 +646,25 @@ def grid(quick: bool = False, regimes: bool = False, new_layers: bool = False,
     return pts
 
 
+def _conv_point(kernel: str, layer: str, c: int, h: int, c_out: int, k: int, stride: int, pad: int,
+                groups: int = 1) -> Point:
+    """A convolution's point at its GEMM view (ConvGeom.gemm_view, the rule calibrate_cpu.row_op prices by)."""
+    from simsparse.core.ops import ConvGeom
+
+    m, n, kk, _ = ConvGeom(1, c, h, h, c_out, k, k, stride, pad, groups=groups).gemm_view()
+    return Point(kernel, m, n, kk, {"pattern": "dense"}, layer, conv=(c, h, k, stride, pad))
+
+
 def depthwise_points(quick: bool = False) -> list[Point]:
     """One cpu_dwconv point per DEPTHWISE layer (dense fp32; GEMM view M = output pixels, N = 1, K = k*k)."""
-    out = []
-    for c, h, k, stride in (DEPTHWISE[::17] if quick else DEPTHWISE):
-        pad = k // 2
-        oh = (h + 2 * pad - k) // stride + 1
-        out.append(Point("cpu_dwconv", oh * oh, 1, k * k, {"pattern": "dense"}, "depthwise",
-                         conv=(c, h, k, stride, pad)))
-    return out
+    return [_conv_point("cpu_dwconv", "depthwise", c, h, c, k, stride, k // 2, groups=c)
+            for c, h, k, stride in (DEPTHWISE[::17] if quick else DEPTHWISE)]
 
 
 def dense_conv_points(quick: bool = False) -> list[Point]:
     """One cpu_dense_gemm point per DENSE_CONVS layer (GEMM view M = output pixels, N = C_out, K = C_in*k*k)."""
-    out = []
-    for c, h, n, k, stride, pad in (DENSE_CONVS[::11] if quick else DENSE_CONVS):
-        oh = (h + 2 * pad - k) // stride + 1
-        out.append(Point("cpu_dense_gemm", oh * oh, n, c * k * k, {"pattern": "dense"}, "convs",
-                         conv=(c, h, k, stride, pad)))
-    return out
+    return [_conv_point("cpu_dense_gemm", "convs", c, h, n, k, stride, pad)
+            for c, h, n, k, stride, pad in (DENSE_CONVS[::11] if quick else DENSE_CONVS)]
 
 
 def _llc_bytes() -> int:
