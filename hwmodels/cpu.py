@@ -729,9 +729,12 @@ def _spmm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         y_segs = n * paying if n_blk > 1 and seg_lines > 0 else 0
         t_seg = op.batch * spec.efficiency.get("x_seg_s", 0.0) * (
             x_segs * exposed(x_lines) + y_segs * exposed(math.ceil(w_blk * b / 64)))
-    return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
+    # a strided (or KxK) convolution's column copy, where the spec's library makes one (0 elsewhere)
+    cols, t_cols_dram = im2col_cost(op, spec)
+    return _result(op, spec, cycles=cycles + cols, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
                    bytes_panel=bytes_panel, panel=level, flops_exec=2.0 * op.batch * op.m * stored,
-                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None, bytes_l3=x_l3)
+                   t_dram_extra=t_seg, mapping=mapping if family == "numba" else None, bytes_l3=x_l3,
+                   t_dram_net=t_cols_dram)
 
 
 def _gemm_tile(spec: CPUSpec) -> tuple[int, int]:
@@ -939,7 +942,7 @@ def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     flops = op.flops * (op.attn.score_fraction if op.kind == "attention" else 1.0)
     cycles = flops / (2 * lane * spec.simd_issue_per_clk) * spec.simd_overhead
     if op.kind == "eltwise":  # at least one load + one store per vector
-        cycles = max(cycles, op.m / lane * (op.n_inputs / spec.load_ports + 1 / spec.store_ports))
+        cycles = max(cycles, (op.m * op.n_inputs / spec.load_ports + op.numel_out / spec.store_ports) / lane)
     d = op.bytes_dense
     x_fresh, x_l3 = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
     bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh

@@ -10,13 +10,16 @@ Execution follows the trace in order, in CHW layout, one image, fp32, one pinned
 * a 1x1 convolution on the mapping's numba SpMM kernel (``cpu_csr``, ``cpu_bsr``, ``cpu_bitmap``, ``cpu_nm``) at the
   mapping's pixel block, or on dense BLAS (``cpu_dense_gemm``);
 * a depthwise convolution on ``cpu_dwconv``;
-* any other convolution (the first 3x3 layer) by im2col + BLAS;
+* any other convolution (KxK, or a strided 1x1 such as a ResNet downsample) on its column matrix
+  (``kernels.cpu.im2col``): by BLAS on ``cpu_dense_gemm``, else by the mapping's SpMM kernel on the columns;
 * a GEMM with one row (the classifier) as a BLAS GEMV;
+* a max pool (ResNet's stem) on ``kernels.cpu.max_pool2d``;
 * the element-wise ops in numpy: an add, a sigmoid or SiLU, squeeze-excite's per-channel scaling, and a
   global pool as a mean over the pixels.
 
 Each op reads the previous op's output where its input has the same size (the chain of a real forward pass),
-otherwise a buffer of its own. The data the ops compute are random, not a trained network's: the time of these
+otherwise a buffer of its own (a ResNet downsample reads its own copy of the block's input; a residual add's
+second operand is a buffer of its own). The data the ops compute are random, not a trained network's: the time of these
 kernels does not depend on the values. Weights get the op's sparsity pattern (a random mask at its density).
 
     python -m simsparse.execute_cpu mobilenet_v2 --pattern unstructured@0.1 --out FILE.json
@@ -82,9 +85,11 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
         y = np.empty((g.c_out, g.h_out, g.w_out), np.float32)
         size = g.c_in * g.h * g.w
         return lambda: K.depthwise_conv2d(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)
-    if g is not None and (g.kh, g.kw) != (1, 1):
-        if g.groups != 1:
-            raise ValueError(f"op {op.name}: grouped convolution ({g.groups} groups) is not supported")
+    # a KxK, strided or padded convolution runs on its column matrix (im2col); a 1x1 / stride 1 one on its input
+    copies = g is not None and (g.kh, g.kw, g.stride, g.pad) != (1, 1, 1, 0)
+    if copies and g.groups != 1:
+        raise ValueError(f"op {op.name}: grouped convolution ({g.groups} groups) is not supported")
+    if copies and kernel == "cpu_dense_gemm":
         w = _scaled(rng, (g.c_out, g.c_in, g.kh, g.kw), g.c_in * g.kh * g.kw)
         y = np.empty((g.c_out, g.h_out * g.w_out), np.float32)
         size = g.c_in * g.h * g.w
@@ -92,16 +97,18 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
     if op.kind in ("gemm", "conv2d"):
         wd = _weights(op, rng, seed)
         y = np.empty((op.n, op.m), np.float32)
-        size = op.k * op.m
         mb = mapping.tile[0] or op.m
         if op.m == 1:
             yv = y.reshape(op.n)
-            return lambda: K.dense_gemv(wd, src(size), out=yv)
+            return lambda: K.dense_gemv(wd, src(op.k), out=yv)
         if kernel not in K.SPMM_KERNELS:
             raise ValueError(f"op {op.name}: kernel {kernel!r} does not run on this machine; allowed: "
                              f"{', '.join(K.SPMM_KERNELS)}, cpu_dwconv (use mapper='measured')")
         run = K.runner(kernel, K.encoder(kernel, op.weight)(wd), mb)
-        return lambda: run(src(size).reshape(op.k, op.m), y)
+        if copies:  # a sparse kernel on the column matrix [C*kh*kw, OH*OW]
+            size = g.c_in * g.h * g.w
+            return lambda: run(K.im2col(src(size).reshape(g.c_in, g.h, g.w), g.kh, g.kw, g.stride, g.pad), y)
+        return lambda: run(src(op.k * op.m).reshape(op.k, op.m), y)
     if op.kind == "eltwise":
         kind = op.meta.get("op_type")
         if kind == "add":
@@ -127,12 +134,22 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
             fmap = _scaled(rng, (op.m,), 1.0).reshape(c, op.m // c)
             y = np.empty_like(fmap)
             return lambda: np.multiply(fmap, src(c).reshape(c, 1), out=y)
+        if kind == "pool" and op.meta.get("pool") == "max":
+            c, h, w, k = (op.meta[f] for f in ("c", "h", "w", "k"))
+            stride, pad = op.meta.get("stride", 1), op.meta.get("pad", 0)
+            y = np.empty((c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1), np.float32)
+            if y.size != op.numel_out:
+                raise ValueError(f"op {op.name}: max pool of {c}x{h}x{w} gives {y.size} elements, the op writes "
+                                 f"{op.numel_out}")
+            return lambda: K.max_pool2d(src(op.m).reshape(c, h, w), k, stride, pad, out=y)
         if kind == "pool":
-            # global average pool over the pixels of a CHW map: the op's numel is the input's element count;
-            # the channel count is that of the classifier behind it (`pool_channels`, set by build())
-            c = op.meta.get("pool_channels") or 1
+            # global average pool over the pixels of a CHW map: it reads op.m elements and writes one per
+            # channel (op.numel_out)
+            # (as a BLAS GEMV with a 1/pixels vector: numpy's mean over short rows costs ~50 ns a row)
+            c = op.numel_out
             y = np.empty(c, np.float32)
-            return lambda: np.mean(src(op.m).reshape(c, op.m // c), axis=1, out=y)
+            inv = np.full(op.m // c, 1.0 / (op.m // c), np.float32)
+            return lambda: np.dot(src(op.m).reshape(c, op.m // c), inv, out=y)
     raise ValueError(f"op {op.name}: kind {op.kind!r} ({op.meta.get('op_type')}) is not supported by the executor")
 
 
@@ -157,11 +174,6 @@ def build(results: list, seed: int = 0) -> list[tuple[Any, Callable[[], np.ndarr
     ops = [r.op for r in results]
     for i, r in enumerate(results):
         op = r.op
-        if op.kind == "eltwise" and op.meta.get("op_type") == "pool":
-            # the channels pooled: the input width of the next GEMM or 1x1 conv on the pooled vector
-            nxt = next((o for o in ops[i + 1:] if o.kind in ("gemm", "conv2d")), None)
-            channels = nxt.k if nxt is not None else 1
-            op = dataclasses.replace(op, meta={**op.meta, "pool_channels": channels})
         if op.kind == "eltwise" and op.meta.get("op_type") == "mul" and i > 0:
             prev = ops[i - 1]  # the per-channel scale (squeeze-excite's sigmoid)
             if op.m % prev.m == 0:

@@ -36,7 +36,7 @@ def _toy():
            Op.conv2d(ConvGeom(1, 8, 8, 8, 8, 3, 3, 1, 1, groups=8), dtype="fp32", name="dw"),
            Op.conv2d(ConvGeom(1, 8, 8, 8, 8, 1, 1), dtype="fp32", weight="unstructured@0.25", name="pw"),
            Op.eltwise(8 * 64, dtype="fp32", n_inputs=2, name="add"),
-           Op.eltwise(8 * 64, dtype="fp32", name="pool"),
+           Op.eltwise(8 * 64, dtype="fp32", name="pool", numel_out=8),
            Op.gemm(1, 10, 8, dtype="fp32", name="fc"))
     ops = (*ops[:3], _meta(ops[3], "add"), _meta(ops[4], "pool"), ops[5])
     return Trace("toy", ops)

@@ -244,8 +244,10 @@ class _Builder:
         self.batch, self.dtype = batch, dtype
         self.ops: list[Op] = []
 
-    def eltwise(self, name: str, numel: int, key: str, n_inputs: int = 1, **meta: Any) -> None:
-        op = Op.eltwise(numel, dtype=self.dtype, flops_per_elem=ELTWISE_FLOPS[key], n_inputs=n_inputs, name=name)
+    def eltwise(self, name: str, numel: int, key: str, n_inputs: int = 1, numel_out: int | None = None,
+                **meta: Any) -> None:
+        op = Op.eltwise(numel, dtype=self.dtype, flops_per_elem=ELTWISE_FLOPS[key], n_inputs=n_inputs, name=name,
+                        numel_out=numel_out)
         op.meta.update(op_type=key, **meta)
         self.ops.append(op)
 
@@ -285,16 +287,19 @@ class _Builder:
                 self.eltwise(f"{p}.act", numel, ACT_FLOPS_KEY[nd.act])
             return out
         if isinstance(nd, SE):
-            self.eltwise(f"{p}.avgpool", b * c * h * w, "pool")
+            self.eltwise(f"{p}.avgpool", b * c * h * w, "pool", numel_out=b * c, pool="avg", c=c, h=h, w=w)
             self.walk((Conv("fc1", c, nd.squeeze, act=nd.act, bn=False, bias=True),
                        Conv("fc2", nd.squeeze, c, act="sigmoid", bn=False, bias=True)), (c, 1, 1), f"{p}.")
             self.eltwise(f"{p}.mul", b * c * h * w, "mul")
             return shape
         if isinstance(nd, Pool):
-            self.eltwise(p, b * c * h * w, "pool")
             if nd.kind == "avg":
+                self.eltwise(p, b * c * h * w, "pool", numel_out=b * c, pool="avg", c=c, h=h, w=w)
                 return c, 1, 1
-            return c, (h + 2 * nd.pad - nd.k) // nd.stride + 1, (w + 2 * nd.pad - nd.k) // nd.stride + 1
+            oh, ow = (h + 2 * nd.pad - nd.k) // nd.stride + 1, (w + 2 * nd.pad - nd.k) // nd.stride + 1
+            self.eltwise(p, b * c * h * w, "pool", numel_out=b * c * oh * ow, pool="max", c=c, h=h, w=w, k=nd.k,
+                         stride=nd.stride, pad=nd.pad)
+            return c, oh, ow
         if isinstance(nd, Flatten):
             return c * h * w, 1, 1
         if isinstance(nd, Linear):

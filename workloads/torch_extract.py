@@ -457,7 +457,7 @@ def _h_eltwise(label: str, flops_key: str | None = None, pool: bool = False):
             numel = out.numel()
             n_in = max(1, sum(1 for t in ins if t.numel() == numel))
         op = Op.eltwise(numel, dtype=rec.op_dtype(out), flops_per_elem=ELTWISE_FLOPS[flops_key or label],
-                        n_inputs=n_in, name=rec.name_for(label))
+                        n_inputs=n_in, name=rec.name_for(label), numel_out=out.numel() if pool else None)
         rec.add(op, op_type=label)
         if label in _PRODUCER_PASSTHROUGH:
             prods = frozenset().union(*(rec.producers(t) for t in acts))

@@ -152,6 +152,7 @@ class Op:
     attn: AttnGeom | None = None
     flops_per_elem: float = 0.0  # eltwise only
     n_inputs: int = 1  # eltwise only: operands read per output element
+    out_numel: int = 0  # eltwise only: elements written where fewer than read (a pooling); 0: as many as read
     weight_is_param: bool = True  # False when the "weight" operand is another activation (bmm)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -164,6 +165,8 @@ class Op:
             raise bad("op.dtype", self.dtype, ", ".join(DTYPES))
         if self.phase not in PHASES:
             raise bad("op.phase", self.phase, ", ".join(PHASES))
+        if self.out_numel and (self.kind != "eltwise" or not 0 < self.out_numel <= self.m):
+            raise bad("op.out_numel", self.out_numel, "0, or for an eltwise op 1 ... op.m (a pooling's output)")
         if not isinstance(self.weight, Sparsity) or not isinstance(self.activation, Sparsity):
             raise bad("op.weight/activation", (self.weight, self.activation), "Sparsity objects")
         try:
@@ -196,12 +199,20 @@ class Op:
 
     @classmethod
     def eltwise(cls, numel: int, *, dtype: str = "fp16", flops_per_elem: float = 1.0, n_inputs: int = 1,
-                phase: str = "fwd", name: str = "", activation: Sparsity | dict | None = None) -> Op:
-        """Element-wise / normalisation / gather op over `numel` output elements."""
-        return cls("eltwise", _pos_int(numel, "op.numel"), 1, 1, 1, dtype, phase, Dense(),
+                phase: str = "fwd", name: str = "", activation: Sparsity | dict | None = None,
+                numel_out: int | None = None) -> Op:
+        """Element-wise / normalisation / gather op over `numel` elements of each input; it writes as many,
+        or `numel_out` (a pooling: fewer, at most `numel`)."""
+        numel = _pos_int(numel, "op.numel")
+        out = 0
+        if numel_out is not None and numel_out != numel:
+            out = _pos_int(numel_out, "op.numel_out")
+            if out > numel:
+                raise bad("op.numel_out", numel_out, f"at most op.numel ({numel}): a pooling writes fewer elements")
+        return cls("eltwise", numel, 1, 1, 1, dtype, phase, Dense(),
                    parse_pattern(activation, "activation"), name or "eltwise",
                    flops_per_elem=float(flops_per_elem), n_inputs=_pos_int(n_inputs, "op.n_inputs"),
-                   weight_is_param=False)
+                   weight_is_param=False, out_numel=out)
 
     # --- derived quantities -------------------------------------------------------------
     @property
@@ -225,7 +236,7 @@ class Op:
     @property
     def numel_out(self) -> int:
         if self.kind == "eltwise":
-            return self.m
+            return self.out_numel or self.m
         if self.kind == "attention":
             a = self.attn
             return a.batch * a.heads * a.q_len * a.head_dim
@@ -256,7 +267,7 @@ class Op:
         """Dense operand sizes in bytes: each input read once, the output written once."""
         b = self.dtype_bytes
         if self.kind == "eltwise":
-            return {"x": self.m * b * self.n_inputs, "w": 0.0, "y": self.m * b}
+            return {"x": self.m * b * self.n_inputs, "w": 0.0, "y": self.numel_out * b}
         if self.kind == "attention":
             a = self.attn
             q = a.batch * a.heads * a.q_len * a.head_dim * b
@@ -274,7 +285,7 @@ class Op:
         if h is None:
             h = hash((self.kind, self.m, self.n, self.k, self.batch, self.dtype, self.phase, self.weight,
                       self.activation, self.name, self.conv, self.attn, self.flops_per_elem, self.n_inputs,
-                      self.weight_is_param))
+                      self.out_numel, self.weight_is_param))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -305,6 +316,8 @@ class Op:
         if self.kind == "eltwise":
             d["flops_per_elem"] = self.flops_per_elem
             d["n_inputs"] = self.n_inputs
+            if self.out_numel:
+                d["numel_out"] = self.out_numel
         if not self.weight_is_param and self.kind == "gemm":
             d["weight_is_param"] = False
         if self.meta:
@@ -326,7 +339,8 @@ class Op:
                 op = cls.attention(AttnGeom(**d.get("attention", {})), **extra)
             elif kind == "eltwise":
                 op = cls.eltwise(d.get("numel", d.get("m")), flops_per_elem=d.get("flops_per_elem", 1.0),
-                                 n_inputs=d.get("n_inputs", 1), activation=d.get("activation"), **extra)
+                                 n_inputs=d.get("n_inputs", 1), activation=d.get("activation"),
+                                 numel_out=d.get("numel_out"), **extra)
             elif kind == "gemm":
                 for f in ("m", "n", "k"):
                     if f not in d:

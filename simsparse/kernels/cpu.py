@@ -275,6 +275,56 @@ def _dwconv_chw(X, Wt, Y, stride, pad):  # pragma: no cover - compiled
                         if 0 <= iw < w:
                             yf[yrow + uintp(ow)] += Wt[c, r, q] * xf[xrow + uintp(iw)]
 
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _maxpool_chw(X, Y, k, stride, pad):  # pragma: no cover - compiled
+    h = X.shape[1]
+    w = X.shape[2]
+    oh_tot = Y.shape[1]
+    ow_tot = Y.shape[2]
+    xf = X.ravel()
+    yf = Y.ravel()
+    # interior output columns: the whole window inside the image
+    lo = min(ow_tot, (pad + stride - 1) // stride)
+    hi = max(lo, min(ow_tot, (w - k + pad) // stride + 1))
+    for c in prange(X.shape[0]):
+        row = np.empty(w, X.dtype)
+        for oh in range(oh_tot):
+            # the window's rows inside the image (padding is -inf): their column-wise maximum in one
+            # unit-stride pass per row, then each output the maximum of its k columns of that row
+            r0 = max(0, oh * stride - pad)
+            r1 = min(h, oh * stride - pad + k)
+            x0 = (uintp(c) * uintp(h) + uintp(r0)) * uintp(w)
+            for q in range(w):
+                row[uintp(q)] = xf[x0 + uintp(q)]
+            for r in range(r0 + 1, r1):
+                xr = (uintp(c) * uintp(h) + uintp(r)) * uintp(w)
+                for q in range(w):
+                    row[uintp(q)] = max(row[uintp(q)], xf[xr + uintp(q)])
+            y0 = (uintp(c) * uintp(oh_tot) + uintp(oh)) * uintp(ow_tot)
+            for ow in range(lo):  # left edge: windows reaching into the padding
+                m = row[0]
+                for q in range(1, min(w, ow * stride - pad + k)):
+                    m = max(m, row[uintp(q)])
+                yf[y0 + uintp(ow)] = m
+            if k == 3:  # the interior, ResNet's 3x3 window unrolled
+                for ow in range(lo, hi):
+                    b = uintp(ow * stride - pad)
+                    yf[y0 + uintp(ow)] = max(max(row[b], row[b + uintp(1)]), row[b + uintp(2)])
+            else:
+                for ow in range(lo, hi):
+                    b = uintp(ow * stride - pad)
+                    m = row[b]
+                    for q in range(1, k):
+                        m = max(m, row[b + uintp(q)])
+                    yf[y0 + uintp(ow)] = m
+            for ow in range(max(lo, hi), ow_tot):  # right edge
+                q0 = ow * stride - pad
+                m = row[uintp(q0)]
+                for q in range(q0 + 1, min(w, q0 + k)):
+                    m = max(m, row[uintp(q)])
+                yf[y0 + uintp(ow)] = m
+
 # --- Python entry points -----------------------------------------------------------------
 
 
@@ -423,15 +473,8 @@ def depthwise_conv2d(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int
     """
     if w.ndim != 3 or x_chw.ndim != 3 or w.shape[0] != x_chw.shape[0]:
         raise ValueError(f"need w [C, kh, kw] and x_chw [C, H, W] with the same C; got {w.shape} and {x_chw.shape}")
-    if not isinstance(stride, int | np.integer) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
-    if not isinstance(pad, int | np.integer) or pad < 0:
-        raise ValueError(f"pad must be a non-negative integer, got {pad!r}")
-    c, h, wd = x_chw.shape
-    _, kh, kw = w.shape
-    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    if oh < 1 or ow < 1:
-        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * pad}x{wd + 2 * pad}")
+    c = x_chw.shape[0]
+    oh, ow = _window_out(x_chw.shape, w.shape[1], w.shape[2], stride, pad)
     if not x_chw.flags.c_contiguous or x_chw.dtype != w.dtype or not w.flags.c_contiguous:
         raise ValueError(f"w and x_chw must be C-contiguous arrays of one dtype (got {w.dtype}, {x_chw.dtype})")
     if out is None:
@@ -442,11 +485,54 @@ def depthwise_conv2d(w: np.ndarray, x_chw: np.ndarray, stride: int = 1, pad: int
     return out
 
 
-def _taps(x_chw: np.ndarray, kh: int, kw: int, stride: int, pad: int):
-    """(output height, width, iterator of (r, q, slice)): per tap (r, q), the float64 zero-padded input's
-    slice every output pixel reads at that tap (the references' one shared step)."""
+def _window_out(shape: tuple[int, ...], kh: int, kw: int, stride: int, pad: int) -> tuple[int, int]:
+    """Output (height, width) of a kh x kw window at `stride` over a [C, H, W] input padded by `pad`; a clear
+    error for a bad stride, pad or a window larger than the padded input."""
+    if not isinstance(stride, int | np.integer) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if not isinstance(pad, int | np.integer) or pad < 0:
+        raise ValueError(f"pad must be a non-negative integer, got {pad!r}")
+    _, h, wd = shape
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * pad}x{wd + 2 * pad}")
+    return oh, ow
+
+
+def max_pool2d(x_chw: np.ndarray, k: int, stride: int = 1, pad: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """k x k max pooling of one CHW image (padding never wins: -inf), one pass over each window; channels in
+    parallel (``numba.get_num_threads()``). ResNet's stem pool is k=3, stride 2, pad 1."""
+    if x_chw.ndim != 3 or not x_chw.flags.c_contiguous:
+        raise ValueError(f"x_chw must be a C-contiguous [C, H, W] array; got shape {x_chw.shape}")
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if pad >= k:
+        raise ValueError(f"pad must be smaller than k (a window wholly in the padding has no maximum); got pad={pad}, "
+                         f"k={k}")
+    oh, ow = _window_out(x_chw.shape, k, k, stride, pad)
+    c = x_chw.shape[0]
+    if out is None:
+        out = np.empty((c, oh, ow), x_chw.dtype)
+    elif out.shape != (c, oh, ow) or out.dtype != x_chw.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous {x_chw.dtype} [{c}, {oh}, {ow}], got {out.dtype} {out.shape}")
+    _maxpool_chw(x_chw, out, int(k), int(stride), int(pad))
+    return out
+
+
+def max_pool_reference(x_chw: np.ndarray, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """Plain numpy max pooling in float64: the elementwise maximum of the -inf-padded input's tap slices."""
+    oh, ow, taps = _taps(x_chw, k, k, stride, pad, fill=-np.inf)
+    y = np.full((x_chw.shape[0], oh, ow), -np.inf)
+    for _, _, tap in taps:
+        np.maximum(y, tap, out=y)
+    return y
+
+
+def _taps(x_chw: np.ndarray, kh: int, kw: int, stride: int, pad: int, fill: float = 0.0):
+    """(output height, width, iterator of (r, q, slice)): per tap (r, q), the float64 input's slice, padded
+    with `fill`, every output pixel reads at that tap (the references' one shared step)."""
     _, h, wd = x_chw.shape
-    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)))
+    xp = np.pad(x_chw.astype(np.float64), ((0, 0), (pad, pad), (pad, pad)), constant_values=fill)
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
     taps = ((r, q, xp[:, r:r + stride * (oh - 1) + 1:stride, q:q + stride * (ow - 1) + 1:stride])
             for r in range(kh) for q in range(kw))
@@ -471,11 +557,10 @@ def im2col(x_chw: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -
     each element `stride` apart in the source (hwmodels.cpu.im2col_counts prices exactly these)."""
     if x_chw.ndim != 3:
         raise ValueError(f"x_chw must be [C, H, W]; got shape {x_chw.shape}")
-    if min(kh, kw, stride) < 1 or pad < 0:
-        raise ValueError(f"need kh, kw, stride >= 1 and pad >= 0; got kh={kh}, kw={kw}, stride={stride}, pad={pad}")
-    c, h, w = x_chw.shape
-    if h + 2 * pad < kh or w + 2 * pad < kw:
-        raise ValueError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * pad}x{w + 2 * pad}")
+    if min(kh, kw) < 1:
+        raise ValueError(f"need kh, kw >= 1; got kh={kh}, kw={kw}")
+    _window_out(x_chw.shape, kh, kw, stride, pad)
+    c = x_chw.shape[0]
     xp = np.pad(x_chw, ((0, 0), (pad, pad), (pad, pad))) if pad else x_chw
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
     oh, ow = win.shape[1], win.shape[2]
