@@ -254,6 +254,12 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
                 "c_im2col_el_strided": 0.0, "c_im2col_run": 0.0}
     if family == "cpu_act_gemv":
         return {"c_scan": 1.0}  # load + compare + branch per activation
+    if family == "cpu_eltwise":
+        # c_flop: core cycles per FLOP of an element-wise pass (0 = at the SIMD rate: its FLOPs / the vector
+        # units' rate); an exp-based activation costs the library's exp, not 4 FLOPs at the FMA rate.
+        # stream_eff: the share of the probe's DRAM bandwidth the pass's sequential streams get (0 = the
+        # compute kernels' share, dram_eff). A spec whose element-wise passes were timed calibrates both (host)
+        return {"c_flop": 0.0, "stream_eff": 0.0}
     if family == "cpu_dwconv":
         return {
             "c_v": max(1 / ld, 1 / st),  # per output vector of a tap row's pass: load and store the output
@@ -267,7 +273,7 @@ def default_params(spec: CPUSpec, family: str) -> dict[str, float]:
             "c_edge": 4.0,  # per scalar edge tap: bounds test, load, multiply-add, store
         }
     raise ValueError(f"family: got {family!r}; allowed: xnn, numba, cpu_bitmap, cpu_bsr, cpu_nm, gemm, "
-                     "cpu_act_gemv, cpu_dwconv")
+                     "cpu_act_gemv, cpu_dwconv, cpu_eltwise")
 
 
 def params(spec: CPUSpec, family: str) -> dict[str, float]:
@@ -293,6 +299,8 @@ def _bw(spec: CPUSpec, level: str) -> float:
         return spec.dram_bw * spec.efficiency.get("stream_eff", 1.0)
     if level == "gemv":
         return spec.dram_bw * spec.efficiency.get("gemv_stream_eff", spec.efficiency.get("stream_eff", 1.0))
+    if level == "eltwise":  # an element-wise pass's sequential streams (cpu_eltwise.stream_eff; else as "dram")
+        return spec.dram_bw * (spec.efficiency.get("cpu_eltwise.stream_eff") or spec.efficiency.get("dram_eff", 1.0))
     per_clk = {"l1": spec.l1_bw_bytes_per_clk, "l2": spec.l2_bw_bytes_per_clk,
                "l3": spec.l3_bw_bytes_per_clk}[level]
     if per_clk <= 0:  # unknown: fall back to what the load ports can pull per cycle
@@ -936,18 +944,29 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
-    """Element-wise pass: read inputs, write output; FLOPs at SIMD rate (attention: dense GEMM rate)."""
+    """Element-wise pass: read inputs, write output; FLOPs at SIMD rate or at the spec's cpu_eltwise.c_flop
+    (attention: dense GEMM rate). Its compulsory bytes (inputs, the output counted once as for a GEMM:
+    Y_TIME_FACTOR) move at the element-wise streams' DRAM rate (cpu_eltwise.stream_eff)."""
     lane = lanes(spec, op.dtype)
     threads = threads_of(spec, mapping)
     flops = op.flops * (op.attn.score_fraction if op.kind == "attention" else 1.0)
     cycles = flops / (2 * lane * spec.simd_issue_per_clk) * spec.simd_overhead
-    if op.kind == "eltwise":  # at least one load + one store per vector
-        cycles = max(cycles, (op.m * op.n_inputs / spec.load_ports + op.numel_out / spec.store_ports) / lane)
     d = op.bytes_dense
     x_fresh, x_l3 = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
-    bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh
+    if op.kind != "eltwise":
+        bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh
+        return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
+                       bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_l3)
+    p = params(spec, "cpu_eltwise")
+    if p["c_flop"] > 0:
+        cycles = flops * p["c_flop"]
+    # at least one load per input vector and one store per output vector
+    cycles = max(cycles, (op.m * op.n_inputs / spec.load_ports + op.numel_out / spec.store_ports) / lane)
+    bytes_dram = d["x"] + Y_TIME_FACTOR * d["y"] - x_fresh
+    # one pass over sequential streams that the prefetchers run ahead of: its loads and stores overlap the
+    # DRAM traffic (the slower of the two sets the time, as for a GEMV)
     return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_l3)
+                   bytes_panel=0.0, panel="l1", flops_exec=flops, bytes_l3=x_l3, dram_level="eltwise", stream=True)
 
 
 _FAMILY: dict[str, Callable[[Op, Mapping, CPUSpec], Cost]] = {

@@ -570,7 +570,12 @@ DWCONV_PARAMS = ("cpu_dwconv.c_x1", "cpu_dwconv.c_s2", "cpu_dwconv.c_x2", "cpu_d
 # per-element cost + per run 34.9 %, contiguous / strided elements 18.3 %, + the spill 12.4 %, the spill's rate
 # fitted instead of the DRAM rate 12.6 % at 10.9 GB/s against the spec's 12.5)
 IM2COL_PARAMS = ("gemm.c_im2col_el", "gemm.c_im2col_el_strided", "gemm.c_im2col_run")
-STAGE_PARAMS = {"cpu_dwconv": DWCONV_PARAMS, "im2col": IM2COL_PARAMS}
+# The element-wise passes (cpu_eltwise) are a stage of their own, timed alone by `python -m simsparse.execute_cpu
+# --eltwise` (cold: rotating over operand copies 4x the L3): cycles per FLOP (the library's exp is no 4 FLOPs at the
+# FMA rate) and the share of the probe's DRAM bandwidth their sequential streams get (a cold add moves its 9.6 MB at
+# ~26 GB/s, the probe's fastest one-stream read, against the 12.5 GB/s the compute kernels' traffic gets)
+ELTWISE_PARAMS = ("cpu_eltwise.c_flop", "cpu_eltwise.stream_eff")
+STAGE_PARAMS = {"cpu_dwconv": DWCONV_PARAMS, "im2col": IM2COL_PARAMS, "cpu_eltwise": ELTWISE_PARAMS}
 
 
 def is_dense_conv(row: dict[str, Any]) -> bool:
@@ -670,6 +675,73 @@ def calibrate_im2col(files: list[Path] | None = None, spec_name: str = "host") -
                                  "within": float((part <= TOLERANCE).mean())}
         out[half] = report(good, predict(good, spec)).to_dict()  # the whole call: GEMM (frozen) + copy
         out[f"{half}_all"] = report(rr, predict(rr, spec)).to_dict()
+    return out
+
+
+def eltwise_points(files: list[Path]) -> list[dict[str, Any]]:
+    """The element-wise timings of `files` (execute_cpu --eltwise), one entry per op: its Op, the median over
+    its passes of the cold time, the passes' relative difference and its split (crc32 of the op's name)."""
+    import zlib
+
+    from simsparse.core.ops import Op
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text()):
+            if r.get("type") != "machine":
+                by.setdefault(r["op"]["name"], []).append(r)
+    out = []
+    for name, rs in sorted(by.items()):
+        t = [r["cold"]["t_median_s"] for r in rs]
+        out.append({"name": name, "op": Op.from_dict(rs[0]["op"]), "t_s": float(np.median(t)),
+                    "pass_diff": max(t) / min(t) - 1.0 if len(t) > 1 else math.inf,
+                    "split": "fit" if zlib.crc32(name.encode()) % 2 == 0 else "validate"})
+    return out
+
+
+def calibrate_eltwise(files: list[Path], spec_name: str = "host") -> dict[str, Any]:
+    """Fit ELTWISE_PARAMS on the cold timings of the fit half of the element-wise points whose passes agree
+    within MAX_PASS_DIFF (least squares on log(model / measured), FIT_LOSS), every other value of the spec
+    frozen; report both halves, and the errors with the spec as it was (the values unset)."""
+    from scipy.optimize import least_squares
+
+    import hwmodels
+    from hwmodels import cpu
+    from simsparse.core.mapping import Mapping
+
+    base = hwmodels.load(spec_name).replace(threads=1)
+    base = base.replace(efficiency={k: v for k, v in base.efficiency.items() if k not in ELTWISE_PARAMS})
+    pts = eltwise_points(files)
+    m = Mapping("cpu_eltwise", params={"threads": 1})
+
+    def model(sp, pp):
+        return np.array([cpu.cost(p["op"], m, sp).t_s for p in pp])
+
+    fit_pts = [p for p in pts if p["split"] == "fit" and p["pass_diff"] <= MAX_PASS_DIFF]
+    if not fit_pts:
+        raise ValueError("files: no element-wise timings (execute_cpu --eltwise) in the fit half")
+    meas = np.log([p["t_s"] for p in fit_pts])
+
+    def resid(z: np.ndarray) -> np.ndarray:
+        return np.log(model(_with(base, dict(zip(ELTWISE_PARAMS, np.exp(z), strict=True))), fit_pts)) - meas
+
+    loss, scale = FIT_LOSS
+    sol = least_squares(resid, np.log([1.0, 0.8]), loss=loss, f_scale=scale)
+    fitted = {k: float(v) for k, v in zip(ELTWISE_PARAMS, np.exp(sol.x), strict=True)}
+    spec = _with(base, fitted)
+    out: dict[str, Any] = {"spec": spec_name, "stage": "eltwise", "files": sorted(Path(f).name for f in files),
+                           "params": fitted, "target": "cold time of each element-wise op alone",
+                           "frozen": f"every other value of hwmodels/specs/{spec_name}.yaml as committed",
+                           "quality_rule": f"fit and validate on points whose two passes differ by <= {MAX_PASS_DIFF:.0%}",
+                           "n_fit": len(fit_pts)}
+    for half in ("fit", "validate"):
+        pp = [p for p in pts if p["split"] == half and p["pass_diff"] <= MAX_PASS_DIFF]
+        t = np.array([p["t_s"] for p in pp])
+        for label, sp in (("", spec), ("_before", base)):
+            err = model(sp, pp) / t - 1.0
+            out[f"{half}{label}"] = {"n": len(pp), "mape": float(np.abs(err).mean()),
+                                     "within": float((np.abs(err) <= TOLERANCE).mean()),
+                                     "points": {p["name"]: round(float(e), 4) for p, e in zip(pp, err, strict=True)}}
     return out
 
 
@@ -1111,6 +1183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--im2col", action="store_true",
                     help="only the im2col stage: fit IM2COL_PARAMS on the dense convolutions' column-copy timings, every "
                          "other value frozen (with --write-spec: store them in the spec)")
+    ap.add_argument("--eltwise", type=Path, nargs="+", default=None, metavar="FILE",
+                    help="only the element-wise stage: fit ELTWISE_PARAMS on these execute_cpu --eltwise timings, every "
+                         "other value frozen (with --write-spec: store them in the spec)")
     ap.add_argument("--ceiling", action="store_true",
                     help="only compare the spec's model on the held-out half (quality rule) with what repeated "
                          "measurements of the same points allow (repeat_ceiling)")
@@ -1123,6 +1198,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in load_rows(a.files or None) if r["split"] == "validate" and reproducible(r)]
         res = repeat_ceiling(rows, predict(rows, spec, states_of(spec)))
         print(json.dumps(res, indent=1))
+        return 0
+    if a.eltwise:
+        from hwmodels.spec import SPEC_DIR
+
+        res = calibrate_eltwise(a.eltwise, a.spec)
+        if a.out:
+            a.out.write_text(json.dumps(res, indent=1, default=float))
+        if a.write_spec:
+            write_stage(res, SPEC_DIR / f"{a.spec}.yaml", str(a.out) if a.out else "calibrate_cpu --eltwise")
+        print("params", res["params"], file=sys.stderr)
+        for half in ("fit", "validate", "fit_before", "validate_before"):
+            r = res[half]
+            print(f"{half:16s} n={r['n']:3d}  MAPE {r['mape'] * 100:5.1f} %  within ±10 %: {r['within'] * 100:5.1f} %",
+                  file=sys.stderr)
         return 0
     if a.dwconv or a.im2col:
         from hwmodels.spec import SPEC_DIR

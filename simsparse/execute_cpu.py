@@ -247,10 +247,72 @@ def run_network(name: str, pattern: str, spec_name: str = "host", core: int = 1,
             "by_kind": by_kind, "layers": layers}
 
 
+# element-wise ops of the zoo's CNNs (batch 1, fp32): (op_type, elements read per input, extra): add at ResNet-50's
+# and MobileNet v2's residual sizes, SiLU / sigmoid / SE scaling at EfficientNet-B0's, ResNet's stem max pool
+# and global pools; extra is (C, H, W, k, stride, pad) for a max pool, the channel count for a scale or a pool
+ELTWISE_POINTS: tuple[tuple[str, int, Any], ...] = (
+    *(("add", n, None) for n in (802816, 401408, 200704, 100352, 75264, 25088, 12544)),
+    *(("silu", n, None) for n in (1204224, 401408, 451584, 188160, 94080, 56448)),
+    ("sigmoid", 401408, None), ("sigmoid", 56448, None),
+    *(("mul", c * hw, c) for c, hw in ((96, 12544), (144, 3136), (240, 784), (480, 196), (1152, 49))),
+    ("pool", 64 * 112 * 112, (64, 112, 112, 3, 2, 1)), ("pool", 128 * 56 * 56, (128, 56, 56, 3, 2, 1)),
+    *(("pool", c * 49, c) for c in (512, 1280, 2048)),
+)
+ROTATE_BYTES = 128 << 20  # a cold point rotates over operand copies spanning at least this (4 x the host's L3)
+
+
+def eltwise_op(op_type: str, numel: int, extra: Any = None):
+    """The trace's Op of one ELTWISE_POINTS entry, with the meta the executor reads."""
+    from simsparse.core.ops import Op
+    from workloads.torch_extract import ELTWISE_FLOPS
+
+    meta: dict[str, Any] = {"op_type": op_type}
+    numel_out = None
+    if op_type == "mul":
+        meta["scale_channels"] = extra
+    elif op_type == "pool" and isinstance(extra, tuple):
+        c, h, w, k, stride, pad = extra
+        meta.update(pool="max", c=c, h=h, w=w, k=k, stride=stride, pad=pad)
+        numel_out = c * ((h + 2 * pad - k) // stride + 1) * ((w + 2 * pad - k) // stride + 1)
+    elif op_type == "pool":
+        meta["pool"] = "avg"
+        numel_out = extra
+    op = Op.eltwise(numel, dtype="fp32", flops_per_elem=ELTWISE_FLOPS[op_type], n_inputs=2 if op_type == "add" else 1,
+                    name=f"{op_type}_{numel}", numel_out=numel_out)
+    op.meta.update(meta)
+    return op
+
+
+def time_eltwise(op, spec, min_s: float = 0.3) -> dict[str, Any]:
+    """One element-wise op on this core, cold (rotating over operand copies that span ROTATE_BYTES: nothing
+    of a copy is left in the caches when it comes round again) and warm (one copy, called back to back), with
+    the model's cold price and its price for an input just written (chained) beside them."""
+    from hwmodels import cpu
+    from simsparse.core.mapping import Mapping
+    from simsparse.measure_cpu import time_call
+
+    footprint = 4 * (op.numel_in * op.n_inputs + op.numel_out)
+    copies = max(2, min(512, -(-ROTATE_BYTES // footprint)))
+    m = Mapping("cpu_eltwise", params={"threads": 1})
+    runs = []
+    for i in range(copies):
+        rng = np.random.default_rng(i)
+        buf = rng.standard_normal(op.numel_in, dtype=np.float32)
+        runs.append(_step(op, m, rng, i, lambda size, buf=buf: buf[:size]))
+    cold = time_call(lambda i: runs[i](), copies, min_s=min_s)
+    warm = time_call(lambda i: runs[0](), 1, min_s=min_s)
+    chained = Mapping("cpu_eltwise", params={"threads": 1, "input_fresh_bytes": 4 * op.numel_in})
+    return {"op_type": op.meta["op_type"], "op": op.to_dict(), "copies": copies, "footprint_bytes": footprint,
+            "cold": cold, "warm": warm, "predicted_cold_s": cpu.cost(op, m, spec).t_s,
+            "predicted_chained_s": cpu.cost(op, chained, spec).t_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simsparse.execute_cpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("networks", nargs="+", help="workload names (mobilenet_v1, mobilenet_v2, ...)")
+    ap.add_argument("networks", nargs="*", help="workload names (mobilenet_v1, mobilenet_v2, ...)")
+    ap.add_argument("--eltwise", action="store_true",
+                    help="time the element-wise ops of ELTWISE_POINTS alone, cold and warm, instead of networks")
     ap.add_argument("--pattern", action="append", default=None,
                     help="weight pattern of the 1x1 layers (repeatable; default: dense and unstructured@0.1)")
     ap.add_argument("--core", type=int, default=1)
@@ -258,7 +320,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=2, help="measure every network and pattern this many times")
     ap.add_argument("--out", type=Path, default=None, help="write the results (JSON) here")
     a = ap.parse_args(argv)
+    if not a.networks and not a.eltwise:
+        ap.error("name at least one network, or --eltwise")
     out = []
+    if a.eltwise:
+        import hwmodels
+        from simsparse.measure_cpu import machine_identity, pin
+
+        blas = pin(a.core)
+        spec = hwmodels.load("host").replace(threads=1)
+        points = [eltwise_op(*p) for p in ELTWISE_POINTS]
+        for p in range(a.passes):
+            for op in points if p % 2 == 0 else points[::-1]:
+                r = {**time_eltwise(op, spec), "pass": p + 1}
+                out.append(r)
+                print(f"{op.name:16s} cold {r['cold']['t_median_s'] * 1e6:8.1f} us (model {r['predicted_cold_s'] * 1e6:8.1f})"
+                      f"  warm {r['warm']['t_median_s'] * 1e6:8.1f} us (model chained {r['predicted_chained_s'] * 1e6:8.1f})",
+                      file=sys.stderr)
+        out = [{"type": "machine", **machine_identity(blas), "time_utc": _dt.datetime.now(_dt.UTC).isoformat(
+            timespec="seconds")}, *out]
     cases = [(name, pattern) for name in a.networks for pattern in a.pattern or ["dense", "unstructured@0.1"]]
     for p in range(a.passes):  # whole passes over the cases, the second in reverse order
         for name, pattern in cases if p % 2 == 0 else cases[::-1]:

@@ -92,10 +92,12 @@ def test_checked_in_forward_passes_replay_within_ten_percent(network_runs):
     # EfficientNet-B0 up to +11.0 % (its numpy sigmoid / SiLU passes, priced by cpu_eltwise, never measured).
     # Since the first conv's column copy is priced (campaign 32; that layer 418 -> 607 us against 760-810 measured)
     # every total rose by 0.19 ms: MobileNets -4.5 ... +7.7 %, EfficientNet-B0 up to +11.9 %. The cancellation of
-    # that missing copy against the cold-priced 1x1 layers' excess is gone ("Chained forward passes")
+    # that missing copy against the cold-priced 1x1 layers' excess is gone ("Chained forward passes").
+    # Since the element-wise passes are timed and fitted (eltwise stage): every pass of both files within
+    # -5.1 ... +6.5 % (MobileNets -4.7 ... +5.3 %, EfficientNet-B0 -3.9 ... +6.5 %)
     spec = hwmodels.load("host").replace(threads=1)
     cache = {}
-    errs, mobilenets = [], []
+    errs, mobilenets, resnets = [], [], []
     for r in network_runs:
         key = (r["network"], r["pattern"])
         if key not in cache:
@@ -106,14 +108,20 @@ def test_checked_in_forward_passes_replay_within_ten_percent(network_runs):
         errs.append(cache[key] / r["measured_s"] - 1)
         if r["network"].startswith("mobilenet"):
             mobilenets.append(errs[-1])
+        if r["network"].startswith("resnet"):
+            resnets.append(errs[-1])
     assert len(errs) >= 12 and len({(r["network"], r["pattern"]) for r in network_runs}) >= 6
-    assert max(abs(e) for e in errs) <= 0.12, errs
-    assert len(mobilenets) >= 8 and max(abs(e) for e in mobilenets) <= 0.085, mobilenets
+    assert max(abs(e) for e in errs) <= 0.075, errs
+    assert len(mobilenets) >= 8 and max(abs(e) for e in mobilenets) <= 0.06, mobilenets
+    # ResNet-18 / -50 (network-20261125T0210Z.json): 7x7 stem, max pool, 3x3 and strided 1x1 convolutions on
+    # their column copy, residual adds; reached when committed: -5.1 ... +1.2 %
+    assert len(resnets) >= 8 and max(abs(e) for e in resnets) <= 0.06, resnets
 
 
 def test_sparse_network_speedup_is_predicted(network_runs):
     # the quantity a user asks for: how much faster the pruned network runs. Measured ratios (medians of the
-    # passes) vs modelled ratios; reached: every modelled speed-up within 6.1 % of the measured one, all low
+    # passes) vs modelled ratios; reached: every modelled speed-up within 6.1 % of the measured one, all low.
+    # ResNet-18's pruned layers are its three downsample 1x1s (~1.5 % of its time): no speed-up either way
     by = {}
     for r in network_runs:
         by.setdefault((r["network"], r["pattern"]), []).append(r)
@@ -123,7 +131,8 @@ def test_sparse_network_speedup_is_predicted(network_runs):
         dense = by[(net, "dense")]
         measured = np.median([d["measured_s"] for d in dense]) / np.median([r["measured_s"] for r in runs])
         predicted = dense[0]["predicted_s"] / runs[0]["predicted_s"]
-        assert measured > 1.0 and abs(predicted / measured - 1) <= 0.08, (net, pattern, measured, predicted)
+        assert abs(predicted / measured - 1) <= 0.08, (net, pattern, measured, predicted)
+        assert measured > 1.0 or predicted < 1.05, (net, pattern, measured, predicted)
 
 
 def test_chained_pricing_brackets_the_forward_passes_1x1_layers(network_runs):
