@@ -23,6 +23,9 @@ second operand is a buffer of its own). The data the ops compute are random, not
 kernels does not depend on the values. Weights get the op's sparsity pattern (a random mask at its density).
 
     python -m simsparse.execute_cpu mobilenet_v2 --pattern unstructured@0.1 --out FILE.json
+
+``--eltwise`` times the element-wise ops of ELTWISE_POINTS alone instead, cold and warm, with the executor's own
+steps: the data of the cpu_eltwise stage (``python -m simsparse.calibrate_cpu --eltwise FILE``).
 """
 
 from __future__ import annotations

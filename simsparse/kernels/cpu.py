@@ -203,6 +203,13 @@ def _act_gemv(Wt, x, y, nb):  # pragma: no cover - compiled
                     yb[i] += xv * wr[i]
 
 
+@njit(cache=True)
+def _interior_cols(ow_tot, w, kw, stride, pad):  # pragma: no cover - compiled
+    """[lo, hi): the output columns whose whole kw-wide window lies inside the image of width w."""
+    lo = min(ow_tot, (pad + stride - 1) // stride)
+    return lo, max(lo, min(ow_tot, (w - kw + pad) // stride + 1))
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _dwconv_chw(X, Wt, Y, stride, pad):  # pragma: no cover - compiled
     c_tot = X.shape[0]
@@ -214,9 +221,7 @@ def _dwconv_chw(X, Wt, Y, stride, pad):  # pragma: no cover - compiled
     ow_tot = Y.shape[2]
     xf = X.ravel()
     yf = Y.ravel()
-    # interior output columns: every tap of the row lies inside the image; the edges are scalar
-    lo = min(ow_tot, (pad + stride - 1) // stride)
-    hi = max(lo, min(ow_tot, (w - kw + pad) // stride + 1))
+    lo, hi = _interior_cols(ow_tot, w, kw, stride, pad)  # the edges outside [lo, hi) are scalar
     for c in prange(c_tot):
         for oh in range(oh_tot):
             yrow = (uintp(c) * uintp(oh_tot) + uintp(oh)) * uintp(ow_tot)
@@ -284,9 +289,7 @@ def _maxpool_chw(X, Y, k, stride, pad):  # pragma: no cover - compiled
     ow_tot = Y.shape[2]
     xf = X.ravel()
     yf = Y.ravel()
-    # interior output columns: the whole window inside the image
-    lo = min(ow_tot, (pad + stride - 1) // stride)
-    hi = max(lo, min(ow_tot, (w - k + pad) // stride + 1))
+    lo, hi = _interior_cols(ow_tot, w, k, stride, pad)
     for c in prange(X.shape[0]):
         row = np.empty(w, X.dtype)
         for oh in range(oh_tot):
