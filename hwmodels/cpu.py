@@ -768,7 +768,7 @@ def im2col_counts(g) -> tuple[int, int, int]:
     then the column matrix, C·kh·kw·OH runs of OW elements. (0, 0, 0) for a 1x1, stride-1, unpadded
     convolution: its GEMM reads the image in place."""
     c = g.c_in // g.groups
-    if (g.kh, g.kw, g.stride, g.pad) == (1, 1, 1, 0):
+    if g.reads_in_place:
         return 0, 0, 0
     padded = c * (g.h + 2 * g.pad) * (g.w + 2 * g.pad) if g.pad else 0
     runs = c * g.kh * g.kw * g.h_out

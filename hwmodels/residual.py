@@ -142,7 +142,7 @@ def _copies_columns(op: Op) -> bool:
     """A convolution other than 1x1 / stride 1 (its GEMM runs on a column copy): no row the residuals were
     trained on is one (they are GEMMs and 1x1 convolutions), so it keeps the analytic cost."""
     g = op.conv
-    return g is not None and (g.kh, g.kw, g.stride, g.pad) != (1, 1, 1, 0)
+    return g is not None and not g.reads_in_place
 
 
 def apply(op: Op, mapping: Mapping, spec: Any, cost: Cost) -> Cost:

@@ -89,7 +89,7 @@ def _step(op, mapping, rng: np.random.Generator, seed: int, src: Callable[[int],
         size = g.c_in * g.h * g.w
         return lambda: K.depthwise_conv2d(w, src(size).reshape(g.c_in, g.h, g.w), g.stride, g.pad, out=y)
     # a KxK, strided or padded convolution runs on its column matrix (im2col); a 1x1 / stride 1 one on its input
-    copies = g is not None and (g.kh, g.kw, g.stride, g.pad) != (1, 1, 1, 0)
+    copies = g is not None and not g.reads_in_place
     if copies and g.groups != 1:
         raise ValueError(f"op {op.name}: grouped convolution ({g.groups} groups) is not supported")
     if copies and kernel == "cpu_dense_gemm":

@@ -84,6 +84,12 @@ class ConvGeom:
         return (self.w + 2 * self.pad - self.dilation * (self.kw - 1) - 1) // self.stride + 1
 
     @property
+    def reads_in_place(self) -> bool:
+        """A 1x1, stride-1, unpadded convolution: its GEMM reads the image as it is; any other needs a
+        column matrix (im2col) where the library lowers it to a GEMM."""
+        return (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
+
+    @property
     def is_depthwise(self) -> bool:
         return self.groups == self.c_in and self.groups > 1
 
