@@ -311,7 +311,7 @@ def measure(
 ) -> None:
     """Time the package's kernels on this machine (JSON lines); extra options go to the harness
     (cpu: --out DIR --quick --probe-only --core N --builds N --cold --tables T,... --shuffle SEED
-    --state-probe --regimes --new-layers --same-process; see
+    --state-probe --regimes --new-layers --same-process --complete FILE; see
     `python -m simsparse.measure_cpu -h`)."""
     import importlib.util
 

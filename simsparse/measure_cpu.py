@@ -20,7 +20,8 @@ What it does, in order:
    operands cold and its branch sequence new), a correctness check against the dense product,
    warm-up, then
    ``perf_counter_ns`` repeats until >= 0.2 s (median, quartiles, min kept);
-4. a second pass over every point in reverse order; other tenants of a shared machine only
+4. a second pass over every point in reverse order (``--complete FILE``: the missing second pass of
+   a campaign that stopped early, into its own file); other tenants of a shared machine only
    ever add time, so the pass with the lower median is kept (both medians recorded). Each pass
    runs in its own freshly spawned process (``--same-process``: both in one, as campaigns 1-14
    were): one process times a point alike to ~1 % however its operands are allocated, while
@@ -826,7 +827,7 @@ def warm_up() -> None:
 
 
 def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
-                  copies: int | None = None) -> dict[str, Any]:
+                  copies: int | None = None, mb: int | None = None) -> dict[str, Any]:
     """One point. With ``builds`` > 1 the operands are allocated afresh that many times and each
     allocation timed on its own; the row's times are those of the median allocation (where
     the pages of an operand land moves memory-bound kernels by 5-20 % on this VM; the
@@ -834,7 +835,7 @@ def measure_point(pt: Point, seed: int = 0, builds: int = 1, cold: bool = False,
     load0 = _read("/proc/loadavg")
     runs = []
     for _ in range(max(1, builds)):
-        fn, n_rot, facts = build(pt, seed, cold=cold, copies=copies)
+        fn, n_rot, facts = build(pt, seed, cold=cold, copies=copies, mb=mb)
         part = facts.pop("_part", None)
         if part is not None:  # a named piece of the call, timed on its own just before it (same operands)
             name, fn_part = part
@@ -882,17 +883,18 @@ def state_probe(when: str) -> list[dict[str, Any]]:
 
 
 def _measure_pass(pts: list[Point], order: list[int], builds: int, cold: bool, deadline: float,
-                  probe_before: str | None = None, probe_after: str | None = None
-                  ) -> Iterator[tuple[str, int, dict[str, Any]]]:
+                  probe_before: str | None = None, probe_after: str | None = None,
+                  fixed: dict[int, dict[str, int]] | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """One pass: ("state", -1, row) for the probe rows, ("point", i, row) for pts[i] in `order`,
-    until the wall-clock `deadline` (time.time()) passes."""
+    until the wall-clock `deadline` (time.time()) passes. `fixed`: per point index, the rotation
+    (`copies`) and pixel block (`mb`) to time it at instead of today's rules (a completion pass)."""
     if probe_before:
         for row in state_probe(probe_before):
             yield "state", -1, row
     for i in order:
         if time.time() > deadline:
             return
-        yield "point", i, measure_point(pts[i], builds=builds, cold=cold)
+        yield "point", i, measure_point(pts[i], builds=builds, cold=cold, **(fixed or {}).get(i, {}))
     if probe_after:
         for row in state_probe(probe_after):
             yield "state", -1, row
@@ -1018,13 +1020,7 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float | Non
             if kind == "state":
                 emit(new)
                 continue
-            old, new = first[i], {**new, "pass": 2}
-            keep = new if new["t_median_s"] < old["t_median_s"] else old
-            keep = {**keep, "remeasured": True, "t_median_first_s": old["t_median_s"],
-                    "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
-                    "spread_second": new["spread"], "loadavg_first": old["loadavg_before"],
-                    "loadavg_second": new["loadavg_before"]}
-            emit({**keep, "type": "remeasure"})
+            emit({**kept_of_two(first[i], {**new, "pass": 2}), "type": "remeasure"})
             done += 1
         if done < len(first):
             log(f"budget spent; second pass stopped with {len(first) - done} points left")
@@ -1034,21 +1030,111 @@ def run(out_dir: Path, quick: bool = False, core: int = 1, budget_s: float | Non
     return path
 
 
+def complete(campaign: Path, core: int = 1, budget_s: float | None = None,
+             log: Callable[[str], None] = print, with_state: bool = True) -> Path:
+    """The missing second pass of a campaign whose budget ran out (or that ran one pass by design):
+    every point of `campaign` measured once is timed again, in reverse measuring order, in one freshly
+    spawned process, with the campaign's own builds, cold flag, rotation and pixel block, so that the
+    quality rule can screen it like every two-pass point. Rows go to a new file
+    ``pass2-<campaign>-<stamp>.jsonl`` beside it (the campaign file stays as measured: append-only);
+    `load_rows` folds them in. Run again, it times only what an interrupted run left (`budget_s`: no
+    new point after it; None: every point). A row whose build differs from the campaign's (SAME_BUILD) gets an error
+    and is not used. `with_state`: the machine-state probe before the pass (today's state, on record)."""
+    lines = [json.loads(x) for x in campaign.read_text().splitlines()]
+    head = lines[0]
+    firsts = [r for r in lines if r.get("type") == "point" and "error" not in r]
+    twice = {point_key(r) for r in lines if r.get("type") == "remeasure"}
+    twice |= {point_key(r) for c in completion_files(campaign) for r in map(json.loads, c.read_text().splitlines())
+              if r.get("type") == "pass2" and "error" not in r}  # an earlier, interrupted completion
+    todo = [r for r in firsts if point_key(r) not in twice][::-1]
+    pts = [point_of(r) for r in todo]
+    fixed = {i: {"copies": r["rotation_copies"], "mb": r.get("mb", 0) or None} for i, r in enumerate(todo)}
+    builds, cold = int(head.get("builds") or 1), bool(head.get("cold"))
+    blas = pin(core) if core >= 0 else None  # the pass itself runs pinned in its own process
+    path = campaign.parent / f"pass2-{campaign.stem}-{_stamp()}.jsonl"
+    t0 = time.perf_counter()
+    deadline = time.time() + budget_s if budget_s is not None else float("inf")  # none: every point
+    log(f"{campaign.stem}: {len(pts)} of {len(firsts)} points measured once"
+        + (f"; budget {budget_s:.0f} s" if budget_s is not None else ""))
+    with path.open("w") as f:
+        f.write(json.dumps({**machine_identity(blas), "type": "machine", "completes": campaign.stem,
+                            "points": len(pts), "builds": builds, "cold": cold, "core": core}) + "\n")
+        done = bad = 0
+        for kind, i, row in _run_pass(True, core, pts, list(range(len(pts))), builds, cold, deadline,
+                                      "start" if with_state else None, None, fixed):
+            if kind == "point":
+                row = {**row, "type": "pass2", "pass": 2}
+                diff = [k for k in SAME_BUILD if row.get(k) != todo[i].get(k)]
+                if diff:
+                    row["error"] = "build differs from the campaign's: " + ", ".join(
+                        f"{k} {todo[i].get(k)} -> {row.get(k)}" for k in diff)
+                    bad += 1
+                done += 1
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        f.write(json.dumps({"type": "end", "wall_s": time.perf_counter() - t0, "measured": done,
+                            "build_mismatch": bad, "loadavg": _read("/proc/loadavg")}) + "\n")
+    log(f"wrote {path}: {done} of {len(pts)} points ({bad} with a different build) in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def kept_of_two(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A point's row from its two passes: other tenants and an unlucky process state only ever add
+    time, so the pass with the lower median is kept; both medians, spreads and loads are recorded
+    (`pass_diff` reads them for the quality rule)."""
+    keep = new if new["t_median_s"] < old["t_median_s"] else old
+    return {**keep, "remeasured": True, "t_median_first_s": old["t_median_s"],
+            "t_median_second_s": new["t_median_s"], "spread_first": old["spread"],
+            "spread_second": new["spread"], "loadavg_first": old["loadavg_before"],
+            "loadavg_second": new["loadavg_before"]}
+
+
+def point_key(row: dict[str, Any]) -> tuple:
+    """What identifies a measured point within a campaign (kernel, shape, pattern, convolution)."""
+    return (row["kernel"], row["m"], row["n"], row["k"], json.dumps(row["weight"], sort_keys=True),
+            row["activation_density"], json.dumps(row.get("conv"), sort_keys=True))
+
+
+def point_of(row: dict[str, Any]) -> Point:
+    """The Point a measured row timed (the inverse of measure_point's row fields)."""
+    conv = row.get("conv")
+    return Point(row["kernel"], row["m"], row["n"], row["k"], row["weight"], row.get("layer", ""),
+                 row["activation_density"],
+                 (conv["c"], conv["h"], conv["kh"], conv["stride"], conv["pad"]) if conv else None)
+
+
+# the facts of a built point that must agree between a campaign's row and its completion pass (the
+# same operands, rotation and pixel block; else the second "pass" timed something else)
+SAME_BUILD = ("rotation_copies", "mb", "weight_bytes", "nnz")
+
+
+def completion_files(campaign: Path) -> list[Path]:
+    """The completion passes (`complete`) of a campaign file, oldest first."""
+    return sorted(campaign.parent.glob(f"pass2-{campaign.stem}-*.jsonl"))
+
+
 def load_rows(paths: list[Path] | Path | None = None) -> list[dict[str, Any]]:
-    """Measured points of one or more campaign files (a re-measured point replaces its first row)."""
+    """Measured points of one or more campaign files (a re-measured point replaces its first row; a
+    point measured once whose campaign was completed later (`complete`) takes its second pass from
+    the completion file, by the same rule)."""
     if paths is None:
         paths = sorted(DEFAULT_OUT.glob("kernels-*.jsonl"))
     if isinstance(paths, Path | str):
         paths = [Path(paths)]
     rows: list[dict[str, Any]] = []
-    for p in paths:
+    for p in map(Path, paths):
         points: dict[tuple, dict[str, Any]] = {}
-        for line in Path(p).read_text().splitlines():
+        for line in p.read_text().splitlines():
             r = json.loads(line)
             if r.get("type") in ("point", "remeasure") and "error" not in r:
-                key = (r["kernel"], r["m"], r["n"], r["k"], json.dumps(r["weight"], sort_keys=True),
-                       r["activation_density"], json.dumps(r.get("conv"), sort_keys=True))
-                points[key] = {**r, "campaign": Path(p).stem, "split": row_split(r)}
+                points[point_key(r)] = {**r, "campaign": p.stem, "split": row_split(r)}
+        for c in completion_files(p):
+            for line in c.read_text().splitlines():
+                r = json.loads(line)
+                old = points.get(point_key(r)) if r.get("type") == "pass2" and "error" not in r else None
+                if old is not None and not old.get("remeasured"):
+                    points[point_key(r)] = {**kept_of_two(old, r), "campaign": p.stem, "split": old["split"],
+                                            "second_pass_file": c.name}
         rows += list(points.values())
     return rows
 
@@ -1084,7 +1170,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--same-process", action="store_true",
                     help="run both passes in this process (the protocol of campaigns 1-14); default: each pass "
                          "in its own fresh process, so the two passes sample two process states")
+    ap.add_argument("--complete", type=Path, action="append", default=[], metavar="CAMPAIGN",
+                    help="time the missing second pass of this campaign file's points measured once (its "
+                         "budget ran out) into pass2-<campaign>-<stamp>.jsonl beside it; repeatable")
     a = ap.parse_args(argv)
+    if a.complete:
+        missing = [str(c) for c in a.complete if not c.is_file()]
+        if missing:
+            ap.error(f"--complete: no such campaign file: {', '.join(missing)}")
+        for c in a.complete:
+            complete(c, core=a.core, budget_s=a.budget_s)
+        return 0
     if a.probe_only:
         pin(a.core)
         print(json.dumps(probe(a.out, quick=a.quick), indent=1))
