@@ -799,6 +799,22 @@ def im2col_cost(op: Op, spec: CPUSpec) -> tuple[float, float]:
     return cycles, cols_bytes * (1.0 - l3_kept_share(spec, footprint)) / _bw(spec, "dram")
 
 
+def gemm_epilogue_cycles(spec: CPUSpec, mr: int, nr: int, lane: float) -> float:
+    """Cycles a dense GEMM micro-kernel spends per mr x nr output tile outside its k loop, as XNNPACK's
+    f32-gemm kernels (and the xnn sparse kernels' c_row / c_out) issue them: bias loads into the first
+    accumulator row and copies into the others, a min and a max clamp per accumulator vector, its store,
+    and ~6 pointer / loop instructions. The larger of the port bound and the decode bound. Small-K layers
+    (a narrow MobileNet's 8-24 input channels) pay it on a short k loop. Scaled by the spec's
+    ``gemm.epilogue`` (absent: 1; a fitted spec whose GEMM costs already absorb it sets 0)."""
+    scale = spec.efficiency.get("gemm.epilogue", 1.0)
+    if scale <= 0:
+        return 0.0
+    acc = mr * nr / lane  # accumulator vectors
+    fp = spec.fp_pipes or spec.fma_units_per_core
+    ports = max(acc / spec.store_ports, 2 * acc / fp, nr / lane / spec.load_ports)
+    return scale * max(ports, issue(spec, nr / lane + (acc - nr / lane) + 2 * acc + acc + 6))
+
+
 def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """im2col + register-blocked GEMM: mr x nr tiles at the FMA rate, operands packed once."""
     p = params(spec, "gemm")
@@ -823,6 +839,7 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         # loads (A is loaded lanes k-steps at a time), ~4 pointer / loop instructions per lanes steps
         per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
         fma_cycles = max(fma_cycles, tiles * op.k * issue(spec, per_k))
+        fma_cycles += tiles * gemm_epilogue_cycles(spec, mr, nr, lane)
     # pack the A and B panels once per call; a GEMV packs nothing where the spec says its library
     # streams W straight from memory (gemm.gemv_packs = 0: OpenBLAS sgemv; absent = 1, packed)
     packs = spec.efficiency.get("gemm.gemv_packs", 1.0) if op.m == 1 or op.n == 1 else 1.0

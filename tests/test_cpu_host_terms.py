@@ -256,7 +256,7 @@ def test_m_remainder_runs_on_narrow_kernels():
     # costs 1 + 4 rows of a tile: 48 + 5 = 53 row-equivalents, so FMA cycles are 53/64 of padded.
     # N = 4 (one column of tiles), K = 64: padded 64 * 4 * 64 / 16 = 1024 cycles, narrow 848.
     ideal = dict(dram_bw_gbps=1e12)
-    eff = {"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0}
+    eff = {"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0, "gemm.epilogue": 0.0}
     op = Op.gemm(49, 4, 64, dtype="fp32")
     mp = Mapping("cpu_dense_gemm", params={"threads": 1})
     padded = cpu.cost(op, mp, hwmodels.load("host").replace(residual_file="").replace(efficiency=eff, **ideal))

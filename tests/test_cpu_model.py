@@ -24,11 +24,11 @@ SPARSE_KERNELS = ["xnn_spmm", "cpu_csr", "cpu_bitmap"]
 
 
 def _ideal(spec_name: str = "host", **eff: float):
-    """A spec whose memory is infinitely fast and whose GEMM runs at the FMA rate (the analytic model
-    alone: no learned correction)."""
+    """A spec whose memory is infinitely fast and whose GEMM runs at the FMA rate, no per-tile epilogue
+    (the analytic model alone: no learned correction)."""
     s = hwmodels.load(spec_name)
     return s.replace(dram_bw_gbps=1e12, residual_file="", efficiency={"gemm.eff": 1.0, "gemm.c_pack": 0.0, "gemm.t_call_s": 0.0,
-                                                    **eff})
+                                                    "gemm.epilogue": 0.0, **eff})
 
 
 @pytest.mark.parametrize("name", CPU_SPECS)
@@ -192,8 +192,28 @@ def test_decode_width_caps_instruction_rate():
     # dense 6x8 tile, 4 lanes: per k 12 FMAs + 2 B + 1.5 A loads + 1 loop = 16.5 instructions
     op = Op.gemm(6, 8, 64, dtype="fp32")
     c = cpu.cost(op, Mapping("cpu_dense_gemm", params={"threads": 1}),
-                 narrow.replace(dram_bw_gbps=1e12, efficiency={"gemm.c_pack": 0.0}))
+                 narrow.replace(dram_bw_gbps=1e12, efficiency={"gemm.c_pack": 0.0, "gemm.epilogue": 0.0}))
     assert c.cycles == pytest.approx(64 * 16.5)
+
+
+def test_gemm_tile_epilogue_hand_counted():
+    # per 6x8 tile of 4-lane vectors (12 accumulators) outside the k loop: 2 bias loads + 10 copies,
+    # 24 min / max clamps, 12 stores, 6 pointer / loop instructions = 54 instructions
+    sd = hwmodels.load("snapdragon-835")  # 2-wide decode: 27 cycles (ports: 12 stores, 24 clamps on 1 pipe)
+    assert cpu.gemm_epilogue_cycles(sd, 6, 8, 4) == pytest.approx(27.0)
+    a76 = hwmodels.load("cortex-a76")  # no decode limit; 2 store ports, 2 FP pipes: the clamps, 12 cycles
+    assert cpu.gemm_epilogue_cycles(a76, 6, 8, 4) == pytest.approx(12.0)
+    # a whole GEMM on the SD835 at the FMA rate: 12 x 16 x 8 is 4 tiles; k loop 12*16*8 / 4 lanes / 1 FMA
+    # = 384 cycles (above its 4 * 8 k-steps * 16.5 / 2 = 264 decode cycles), + 4 x 27
+    ideal = sd.replace(dram_bw_gbps=1e12, efficiency={"gemm.eff": 1.0, "gemm.c_pack": 0.0})
+    mp = Mapping("cpu_dense_gemm", params={"threads": 1})
+    assert cpu.cost(Op.gemm(12, 16, 8, dtype="fp32"), mp, ideal).cycles == pytest.approx(384 + 4 * 27)
+    # the same tiles over K = 512: the epilogue is 108 of 24684 cycles; at K = 8 it is 22 %
+    long_k = cpu.cost(Op.gemm(12, 16, 512, dtype="fp32"), mp, ideal).cycles
+    assert long_k == pytest.approx(12 * 16 * 512 / 4 + 108)
+    # the host's fit absorbed it (gemm.epilogue 0): its committed cost is unchanged by the term
+    host = hwmodels.load("host")
+    assert host.efficiency["gemm.epilogue"] == 0 and cpu.gemm_epilogue_cycles(host, 16, 4, 16) == 0
 
 
 def test_specs_without_the_new_fields_are_unchanged():
