@@ -1044,8 +1044,7 @@ def complete(campaign: Path, core: int = 1, budget_s: float | None = None,
     head = lines[0]
     firsts = [r for r in lines if r.get("type") == "point" and "error" not in r]
     twice = {point_key(r) for r in lines if r.get("type") == "remeasure"}
-    twice |= {point_key(r) for c in completion_files(campaign) for r in map(json.loads, c.read_text().splitlines())
-              if r.get("type") == "pass2" and "error" not in r}  # an earlier, interrupted completion
+    twice |= {point_key(r) for _, r in completion_rows(campaign)}  # an earlier, interrupted completion
     todo = [r for r in firsts if point_key(r) not in twice][::-1]
     pts = [point_of(r) for r in todo]
     fixed = {i: {"copies": r["rotation_copies"], "mb": r.get("mb", 0) or None} for i, r in enumerate(todo)}
@@ -1113,6 +1112,15 @@ def completion_files(campaign: Path) -> list[Path]:
     return sorted(campaign.parent.glob(f"pass2-{campaign.stem}-*.jsonl"))
 
 
+def completion_rows(campaign: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, row) of every usable second-pass row of a campaign's completion files (no error)."""
+    for c in completion_files(campaign):
+        for line in c.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("type") == "pass2" and "error" not in r:
+                yield c.name, r
+
+
 def load_rows(paths: list[Path] | Path | None = None) -> list[dict[str, Any]]:
     """Measured points of one or more campaign files (a re-measured point replaces its first row; a
     point measured once whose campaign was completed later (`complete`) takes its second pass from
@@ -1128,13 +1136,12 @@ def load_rows(paths: list[Path] | Path | None = None) -> list[dict[str, Any]]:
             r = json.loads(line)
             if r.get("type") in ("point", "remeasure") and "error" not in r:
                 points[point_key(r)] = {**r, "campaign": p.stem, "split": row_split(r)}
-        for c in completion_files(p):
-            for line in c.read_text().splitlines():
-                r = json.loads(line)
-                old = points.get(point_key(r)) if r.get("type") == "pass2" and "error" not in r else None
-                if old is not None and not old.get("remeasured"):
-                    points[point_key(r)] = {**kept_of_two(old, r), "campaign": p.stem, "split": old["split"],
-                                            "second_pass_file": c.name}
+        for name, r in completion_rows(p):
+            key = point_key(r)
+            old = points.get(key)
+            if old is not None and not old.get("remeasured"):
+                points[key] = {**kept_of_two(old, r), "campaign": p.stem, "split": old["split"],
+                               "second_pass_file": name}
         rows += list(points.values())
     return rows
 
