@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from simsparse.core.errors import SpecError
+
 FREE_PARAMS = (
     "numba.c_vec", "numba.c_tail", "numba.c_nnz", "numba.c_row", "numba.c_out",
     "cpu_bitmap.c_byte", "cpu_bitmap.c_bit", "cpu_nm.c_grp",
@@ -692,9 +694,21 @@ def eltwise_points(files: list[Path]) -> list[dict[str, Any]]:
 
     by: dict[str, list[dict[str, Any]]] = {}
     for f in files:
-        for r in json.loads(Path(f).read_text()):
-            if r.get("type") != "machine":
-                by.setdefault(r["op"]["name"], []).append(r)
+        try:
+            data = json.loads(Path(f).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}: not JSON ({e})") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{f}: expected the list that execute_cpu --eltwise --out writes, got {type(data).__name__}")
+        for i, r in enumerate(data):
+            if not isinstance(r, dict):
+                raise ValueError(f"{f}[{i}]: expected an object, got {type(r).__name__}")
+            if r.get("type") == "machine":
+                continue
+            missing = [k for k in ("op", "cold") if not isinstance(r.get(k), dict)]
+            if missing:
+                raise ValueError(f"{f}[{i}]: missing {', '.join(missing)} (not an execute_cpu --eltwise timing)")
+            by.setdefault(r["op"].get("name", f"{f}[{i}]"), []).append(r)
     out = []
     for name, rs in sorted(by.items()):
         t = [r["cold"]["t_median_s"] for r in rs]
@@ -1195,6 +1209,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="only compare the spec's model on the held-out half (quality rule) with what repeated "
                          "measurements of the same points allow (repeat_ceiling)")
     a = ap.parse_args(argv)
+    for flag, paths in (("files", a.files), ("--eltwise", a.eltwise or []), ("--cross-fit", [a.cross_fit] if a.cross_fit else [])):
+        missing = [str(f) for f in paths if not f.is_file()]
+        if missing:
+            ap.error(f"{flag}: no such file: {', '.join(missing)}")
+    import hwmodels
+    from hwmodels.spec import CPUSpec
+
+    try:
+        spec_kind = type(hwmodels.load(a.spec))
+    except SpecError as e:
+        ap.error(f"--spec: {e}")
+    if not issubclass(spec_kind, CPUSpec):
+        cpus = [n for n in hwmodels.list() if isinstance(hwmodels.load(n), CPUSpec)]
+        ap.error(f"--spec: {a.spec!r} is not a CPU; allowed: {', '.join(cpus)}")
     if a.ceiling:
         import hwmodels
         from simsparse.measure_cpu import load_rows
@@ -1207,7 +1235,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.eltwise:
         from hwmodels.spec import SPEC_DIR
 
-        res = calibrate_eltwise(a.eltwise, a.spec)
+        try:
+            res = calibrate_eltwise(a.eltwise, a.spec)
+        except ValueError as e:
+            ap.error(f"--eltwise: {e}")
         if a.out:
             a.out.write_text(json.dumps(res, indent=1, default=float))
         if a.write_spec:

@@ -213,23 +213,30 @@ def time_steps(steps: list, min_s: float = MIN_S, min_repeats: int = MIN_REPEATS
             "per_op_s": [float(np.median(p)) * 1e-9 for p in per]}
 
 
+def network_steps(name: str, pattern: str, spec, seed: int = 0) -> tuple[Any, list]:
+    """(the model's results, the executor's steps) of the deployed network `name` with `pattern` on its 1x1
+    layers, on the kernels of mapper='measured'; ValueError (naming the field or op) for what it cannot run."""
+    import workloads
+    from simsparse.api import simulate
+    from workloads.cnn import fold_for_deployment
+
+    trace = fold_for_deployment(workloads.get(name, dtype="fp32"))
+    if pattern != "dense":
+        trace = workloads.apply_sparsity(trace, pattern)
+    res = simulate(trace, spec, mapper="measured")
+    return res, build(res.results, seed)
+
+
 def run_network(name: str, pattern: str, spec_name: str = "host", core: int = 1, seed: int = 0,
                 min_s: float = MIN_S) -> dict[str, Any]:
     """Measure one forward pass of the deployed network `name` with `pattern` on its 1x1 layers (one pinned
     core, the kernels of mapper='measured') and set it beside the model's prediction."""
     import hwmodels
-    import workloads
-    from simsparse.api import simulate
     from simsparse.measure_cpu import machine_identity, pin
-    from workloads.cnn import fold_for_deployment
 
     blas = pin(core)
     spec = hwmodels.load(spec_name).replace(threads=1)
-    trace = fold_for_deployment(workloads.get(name, dtype="fp32"))
-    if pattern != "dense":
-        trace = workloads.apply_sparsity(trace, pattern)
-    res = simulate(trace, spec, mapper="measured")
-    steps = build(res.results, seed)
+    res, steps = network_steps(name, pattern, spec, seed)
     timing = time_steps(steps, min_s)
     layers = []
     for r, t in zip(res.results, timing["per_op_s"], strict=True):
@@ -343,6 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         out = [{"type": "machine", **machine_identity(blas), "time_utc": _dt.datetime.now(_dt.UTC).isoformat(
             timespec="seconds")}, *out]
     cases = [(name, pattern) for name in a.networks for pattern in a.pattern or ["dense", "unstructured@0.1"]]
+    if cases:  # every case built once before anything is timed: a name, pattern or op the executor cannot run
+        import hwmodels  # stops here, not after an hour of measurements
+
+        spec = hwmodels.load("host").replace(threads=1)
+        for name, pattern in cases:
+            try:
+                network_steps(name, pattern, spec)
+            except ValueError as e:
+                ap.error(f"{name} {pattern}: {e}")
     for p in range(a.passes):  # whole passes over the cases, the second in reverse order
         for name, pattern in cases if p % 2 == 0 else cases[::-1]:
             r = {**run_network(name, pattern, core=a.core, min_s=a.min_s), "pass": p + 1}
