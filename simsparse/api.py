@@ -145,8 +145,9 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     whose input the op before it just wrote (Trace.fresh_input_bytes) gets those bytes as
     ``input_fresh_bytes`` in its mapping's params, and a class model that knows its caches (CPU) reads
     that input from the cache level holding it instead of DRAM (other classes ignore it). Experimental:
-    on this host's measured forward passes it brings the sparse 1x1 layers closer (mean |error| per
-    network 13 % -> 10 %) but leaves them 4-16 % fast, and the whole networks 6-14 % fast
+    on this host's 19 measured forward passes (validation/data/cpu-host/network-*.json, the model as of
+    the twenty-fourth fit) it prices the 1x1 layers 3-17 % fast where cold pricing has them -31…+33 %,
+    but the whole networks 0-12 % fast where cold pricing has them within -5…+6 %
     (validation/data/cpu-host/README.md, "Chained forward passes").
     """
     if fidelity not in FIDELITIES:
