@@ -146,8 +146,9 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     ``input_fresh_bytes`` in its mapping's params, and a class model that knows its caches (CPU) reads
     that input from the cache level holding it instead of DRAM (other classes ignore it). Experimental:
     on this host's 19 measured forward passes (validation/data/cpu-host/network-*.json, the model as of
-    the twenty-fourth fit) it prices the 1x1 layers 3-17 % fast where cold pricing has them -49…+33 % (the low end: ResNet-18's three small downsamples),
-    but the whole networks 0-12 % fast where cold pricing has them within -5…+6 %
+    the twenty-fourth fit) it prices the 1x1 layers 3-17 % fast where cold pricing has them -49…+33 %
+    (the low end: ResNet-18's three small downsamples), but the whole networks 0-12 % fast where cold
+    pricing has them within -5…+6 %
     (validation/data/cpu-host/README.md, "Chained forward passes").
     """
     if fidelity not in FIDELITIES:
