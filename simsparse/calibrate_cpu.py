@@ -1209,10 +1209,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="only compare the spec's model on the held-out half (quality rule) with what repeated "
                          "measurements of the same points allow (repeat_ceiling)")
     a = ap.parse_args(argv)
-    for flag, paths in (("files", a.files), ("--eltwise", a.eltwise or []), ("--cross-fit", [a.cross_fit] if a.cross_fit else [])):
-        missing = [str(f) for f in paths if not f.is_file()]
-        if missing:
-            ap.error(f"{flag}: no such file: {', '.join(missing)}")
+    from simsparse.measure_cpu import require_files
+
+    require_files(ap, "files", a.files)
+    require_files(ap, "--eltwise", a.eltwise or [])
+    require_files(ap, "--cross-fit", [a.cross_fit] if a.cross_fit else [])
     import hwmodels
     from hwmodels.spec import CPUSpec
 

@@ -1150,6 +1150,13 @@ def iter_files(out_dir: Path = DEFAULT_OUT) -> Iterator[Path]:
     yield from sorted(out_dir.glob("kernels-*.jsonl"))
 
 
+def require_files(ap: argparse.ArgumentParser, flag: str, paths: list[Path], what: str = "file") -> None:
+    """Stop with ap's usage error naming `flag` if any of `paths` is not a file (before any work starts)."""
+    missing = [str(f) for f in paths if not Path(f).is_file()]
+    if missing:
+        ap.error(f"{flag}: no such {what}: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="simsparse measure --device cpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1182,9 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
                          "budget ran out) into pass2-<campaign>-<stamp>.jsonl beside it; repeatable")
     a = ap.parse_args(argv)
     if a.complete:
-        missing = [str(c) for c in a.complete if not c.is_file()]
-        if missing:
-            ap.error(f"--complete: no such campaign file: {', '.join(missing)}")
+        require_files(ap, "--complete", a.complete, "campaign file")
         for c in a.complete:
             complete(c, core=a.core, budget_s=a.budget_s)
         return 0
