@@ -1225,7 +1225,6 @@ def main(argv: list[str] | None = None) -> int:
         cpus = [n for n in hwmodels.list() if isinstance(hwmodels.load(n), CPUSpec)]
         ap.error(f"--spec: {a.spec!r} is not a CPU; allowed: {', '.join(cpus)}")
     if a.ceiling:
-        import hwmodels
         from simsparse.measure_cpu import load_rows
 
         spec = hwmodels.load(a.spec)
