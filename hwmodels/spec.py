@@ -366,11 +366,24 @@ _CACHE: dict[str, HardwareSpec] = {}
 
 
 def _index() -> dict[str, Path]:
-    """Spec name (and aliases) → file."""
-    idx: dict[str, Path] = {}
-    for p in sorted(SPEC_DIR.glob("*.yaml")):
-        idx[p.stem] = p
-    return idx
+    """Spec name → file (the file's stem is the spec's name)."""
+    return {p.stem: p for p in sorted(SPEC_DIR.glob("*.yaml"))}
+
+
+def _aliases() -> dict[str, str]:
+    """Alias (a spec file's ``aliases:`` list, e.g. 'h100', 'sd835') → spec name. An alias that is
+    also a spec name, or is claimed by two files, is refused: it would make a name mean two things."""
+    out: dict[str, str] = {}
+    idx = _index()
+    for name, path in idx.items():
+        data = read_yaml(path, "a readable hardware spec .yaml file")
+        for alias in (data.get("aliases") or []) if isinstance(data, dict) else []:
+            a = str(alias).strip().lower()
+            if a in idx or out.get(a, name) != name:
+                raise SpecError(f"{path.name}: aliases: {a!r} already names {out.get(a, a)}; "
+                                "allowed: a name no other spec or alias uses")
+            out[a] = name
+    return out
 
 
 def list_specs(hw_class: str | None = None) -> list[str]:
@@ -394,9 +407,13 @@ def load(name: str | Path | HardwareSpec) -> HardwareSpec:
         idx = _index()
         norm = key.strip().lower()
         if norm not in idx:
-            close = difflib.get_close_matches(norm, list(idx), n=3, cutoff=0.4)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise SpecError(f"hardware: unknown name {key!r}{hint} (known: {', '.join(idx)})")
+            aliases = _aliases()
+            if norm not in aliases:
+                close = difflib.get_close_matches(norm, [*idx, *aliases], n=3, cutoff=0.4)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise SpecError(f"hardware: unknown name {key!r}{hint} (known: {', '.join(idx)}; "
+                                f"aliases: {', '.join(sorted(aliases))})")
+            norm = aliases[norm]
         spec = load_file(idx[norm])
     _CACHE[key] = spec
     return spec

@@ -50,7 +50,8 @@ def list_cmd(what: Annotated[str, typer.Argument(help="hardware | patterns | ker
         for name in hwmodels.list():
             s = hwmodels.load(name)
             peak = s.peak_flops("fp16") / 1e12 if s.supports_dtype("fp16") else float("nan")
-            t.add_row(name, s.hw_class, s.display_name, f"{peak:,.3g}", f"{s.dram_bw / 1e9:,.0f}",
+            name_cell = f"{name}\n(also: {', '.join(s.aliases)})" if s.aliases else name
+            t.add_row(name_cell, s.hw_class, s.display_name, f"{peak:,.3g}", f"{s.dram_bw / 1e9:,.0f}",
                       ", ".join(s.measured_kernels) or "–")
         console.print(t)
     if what in ("patterns", "all"):

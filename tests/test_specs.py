@@ -41,6 +41,24 @@ def test_unknown_name_suggests_close_ones():
         hwmodels.load("h100-smx")
 
 
+def test_aliases_load_their_spec():
+    # every alias a spec file declares loads that file, in any case
+    for n in hwmodels.list():
+        for alias in hwmodels.load(n).aliases:
+            assert hwmodels.load(alias.upper()).name == n
+    assert hwmodels.load("sd835").name == "snapdragon-835"
+
+
+def test_an_alias_may_not_shadow_a_name(tmp_path, monkeypatch):
+    from hwmodels import spec as spec_mod
+
+    (tmp_path / "a.yaml").write_text(GOOD.replace("name: tiny", "name: a") + "aliases: [b]\n")
+    (tmp_path / "b.yaml").write_text(GOOD.replace("name: tiny", "name: b"))
+    monkeypatch.setattr(spec_mod, "SPEC_DIR", tmp_path)
+    with pytest.raises(SpecError, match="aliases: 'b' already names b"):
+        hwmodels.load("c")
+
+
 GOOD = TINY_GPU_YAML
 
 
