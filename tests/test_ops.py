@@ -1,6 +1,8 @@
 """Op / Trace: the GEMM view, FLOP and byte counts from first principles, errors, serialisation."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simsparse.core.ops import AttnGeom, ConvGeom, Op, Trace
 from simsparse.core.sparsity import NM, Unstructured
@@ -34,6 +36,21 @@ def test_attention_flops_causal():
     op = Op.attention(a)
     assert op.flops == 4 * 2 * 4 * 4 * 8
     assert a.score_fraction == pytest.approx((1 + 2 + 3 + 4) / 16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(q=st.integers(1, 300), kv=st.integers(1, 300))
+def test_causal_score_fraction_counts_the_keys_each_query_sees(q, kv):
+    # the queries are the last q of the kv positions: query i sees clip(kv - q + i + 1, 0, kv) keys
+    seen = sum(min(kv, max(0, kv - q + i + 1)) for i in range(q))
+    a = AttnGeom(batch=1, heads=1, q_len=q, kv_len=kv, head_dim=8, causal=True)
+    assert a.score_fraction == pytest.approx(seen / (q * kv))
+    assert 0 <= a.score_fraction <= 1
+
+
+def test_causal_score_fraction_with_fewer_keys_than_queries():
+    # 8 queries, 4 keys: the first 4 queries see none, then 1, 2, 3, 4 keys: 10 of 32
+    assert AttnGeom(1, 1, 8, 4, 64, causal=True).score_fraction == pytest.approx(10 / 32)
 
 
 @pytest.mark.parametrize("kw,field", [

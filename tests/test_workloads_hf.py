@@ -368,3 +368,9 @@ def test_fold_for_deployment_drops_exactly_the_bn_and_relu_ops(name, convs, clam
     assert (sum(o.kind == "conv2d" for o in t), bn, clamp) == (convs + se_fcs, convs, clamps)
     assert len(t) - len(folded) == bn + clamp
     assert all(o.meta.get("op_type") not in cnn.FOLDED_AT_DEPLOYMENT for o in folded)
+
+
+@pytest.mark.parametrize("kw", [{"seq_len": 8192, "kv_len": 1024}, {"phase": "decode", "kv_len": 0}])
+def test_kv_len_shorter_than_the_queries_is_refused(kw):
+    with pytest.raises(ValueError, match="kv_len"):
+        workloads.get("llama-2-7b", **kw)

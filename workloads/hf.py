@@ -165,6 +165,10 @@ def hf(name_or_config: str | dict[str, Any] | Any, batch: int = 1, seq_len: int 
     else:
         q_len = seq_len if fwd_phase == "prefill" else 1
         ctx = kv_len if kv_len is not None else seq_len
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < q_len:
+            raise bad("kv_len", kv_len, f"an integer >= seq_len={seq_len} in prefill (the keys include the "
+                      "prompt's own positions; more is past context)" if fwd_phase == "prefill"
+                      else "a positive integer (cached positions the new token attends to)")
         _decoder(b, c, batch, q_len, ctx, fwd_phase == "prefill", include_lm_head, fam == "moe", routing, seed)
     prov = {"model": name, "source": "config", "config_source": c.get("_source", "user config"),
             "family": fam, "batch": batch, "seq_len": seq_len, "phase": phase, "kv_len": ctx, "dtype": dtype,

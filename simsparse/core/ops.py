@@ -100,6 +100,13 @@ class ConvGeom:
                 (self.c_in // g) * self.kh * self.kw, g)
 
 
+def _clipped_ramp_sum(a: int, n: int, hi: int) -> int:
+    """sum(clip(a + j, 0, hi) for j in range(n)), in closed form."""
+    j0 = min(n, max(0, -a))  # terms before j0 are clipped to 0
+    j1 = min(n, max(j0, hi - a))  # terms from j1 on are clipped to hi
+    return (j1 - j0) * a + (j0 + j1 - 1) * (j1 - j0) // 2 + hi * (n - j1)
+
+
 @dataclass(frozen=True)
 class AttnGeom:
     """Scaled-dot-product attention geometry (grouped-query when kv_heads < heads)."""
@@ -132,11 +139,9 @@ class AttnGeom:
         """Fraction of the q×kv score matrix computed (causal masking × block sparsity)."""
         frac = 1.0
         if self.causal:
-            # causal: query i sees kv positions ≤ i + (kv_len - q_len); average over queries
-            offset = self.kv_len - self.q_len
-            seen = sum(min(self.kv_len, offset + i + 1) for i in range(self.q_len)) if self.q_len <= 4096 \
-                else self.q_len * (offset + (self.q_len + 1) / 2)
-            frac = seen / (self.q_len * self.kv_len)
+            # causal, the queries the last q_len positions of the kv_len keys: query i sees
+            # clip(kv_len - q_len + i + 1, 0, kv_len) keys (none where kv_len < q_len leaves it no key)
+            frac = _clipped_ramp_sum(self.kv_len - self.q_len + 1, self.q_len, self.kv_len) / (self.q_len * self.kv_len)
         return frac * self.block_density
 
 
