@@ -821,8 +821,9 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     b = op.dtype_bytes
     lane = lanes(spec, op.dtype)
     mr, nr = _gemm_tile(spec)
-    if op.m == 1 or op.n == 1:  # GEMV: every weight used once; streamed, memory bound
-        tiles = 1
+    gemv = op.m == 1 or op.n == 1
+    if gemv:  # GEMV: every weight used once; streamed, memory bound. Threads split the long side
+        tiles = math.ceil(max(op.m, op.n) / nr)  # (BLAS sgemv: one block of output rows per thread)
         fma_cycles = op.m * op.n * op.k / lane / spec.simd_issue_per_clk
     else:  # edge tiles are computed in full (tile quantisation along N, and along M by default)
         tiles = math.ceil(op.m / mr) * math.ceil(op.n / nr)
@@ -840,9 +841,10 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
         per_k = mr * nr / lane + nr / lane + mr / lane + 4 / lane
         fma_cycles = max(fma_cycles, tiles * op.k * issue(spec, per_k))
         fma_cycles += tiles * gemm_epilogue_cycles(spec, mr, nr, lane)
-    # pack the A and B panels once per call; a GEMV packs nothing where the spec says its library
-    # streams W straight from memory (gemm.gemv_packs = 0: OpenBLAS sgemv; absent = 1, packed)
-    packs = spec.efficiency.get("gemm.gemv_packs", 1.0) if op.m == 1 or op.n == 1 else 1.0
+    # pack the A and B panels once per call. A GEMV packs nothing: every weight is used once, so the
+    # libraries read W where it lies (OpenBLAS sgemv_t / sgemv_n) or in the layout packed when the
+    # operator was created (XNNPACK's fully-connected op); gemm.gemv_packs = 1 would say a library repacks
+    packs = spec.efficiency.get("gemm.gemv_packs", 0.0) if gemv else 1.0
     pack = packs * (op.m * op.k + op.n * op.k) / lane * p["c_pack"]
     # a convolution's column copy, where the spec's library makes one (0 elsewhere)
     cols, t_cols_dram = im2col_cost(op, spec)
@@ -854,12 +856,12 @@ def _dense_gemm_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     # DRAM share (stream_eff), a blocked GEMM's compulsory traffic moves at that rate; BLAS GEMV
     # reads several rows of W at once (OpenBLAS sgemv_t: 4 concurrent streams), more memory-level
     # parallelism than one stream: its own achieved share where the spec has one (gemv_stream_eff)
-    if tiles == 1:
+    if gemv:
         level = "gemv"
     else:
         level = "stream" if "stream_eff" in spec.efficiency else "dram"
     return _result(op, spec, cycles=cycles, threads=threads, t_call=p["t_call_s"], bytes_dram=bytes_dram,
-                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=tiles == 1, mapping=mapping,
+                   bytes_panel=0.0, panel="l1", flops_exec=op.flops, stream=gemv, mapping=mapping,
                    dram_level=level, bytes_l3=x_l3, t_dram_net=t_cols_dram)
 
 

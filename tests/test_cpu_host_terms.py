@@ -354,8 +354,8 @@ def test_gemv_packs_nothing_and_streams_at_its_rate():
     # 1 x 4096 x 4096 fp32 GEMV: 16 MiB of W + 16 KiB x + 16 KiB y (Y counted once) = 16809984 bytes.
     op = Op.gemm(1, 4096, 4096, dtype="fp32")
     mp = Mapping("cpu_dense_gemm", params={"threads": 1})
-    packed = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0}))
-    inplace = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0, "gemm.gemv_packs": 0.0}))
+    packed = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0, "gemm.gemv_packs": 1.0}))
+    inplace = cpu.cost(op, mp, _spec(**{"gemm.c_pack": 10.0}))  # the default: no GEMV packs per call
     # packing (4096 + 4096 * 4096) / 16 lanes x 10 cycles is gone; the FMAs remain (4096^2 / 16 / 2)
     clock = packed.cycles / packed.t_s
     lost = (packed.breakdown_s["core"] - inplace.breakdown_s["core"]) * clock
@@ -371,3 +371,14 @@ def test_gemv_packs_nothing_and_streams_at_its_rate():
         nbytes / (0.75 * spec.dram_bw_gbps * 1e9), rel=1e-9)
     assert cpu.cost(op, mp, _spec(stream_eff=0.5)).breakdown_s["dram"] == pytest.approx(
         nbytes / (0.5 * spec.dram_bw_gbps * 1e9), rel=1e-9)
+
+
+def test_gemv_splits_its_rows_over_the_threads():
+    # a GEMV is as parallel as a GEMM of two rows: its core cycles shrink with threads, and one row
+    # never costs more than two (before, a GEMV ran on one thread whatever the mapping said)
+    op1, op2 = Op.gemm(1, 4096, 4096, dtype="fp32"), Op.gemm(2, 4096, 4096, dtype="fp32")
+    spec = _spec()
+    one = cpu.cost(op1, Mapping("cpu_dense_gemm", params={"threads": 1}), spec)
+    two = cpu.cost(op1, Mapping("cpu_dense_gemm", params={"threads": 2}), spec)  # host: 2 cores
+    assert two.breakdown_s["core"] == pytest.approx(one.breakdown_s["core"] / 2, rel=1e-9)
+    assert two.t_s <= cpu.cost(op2, Mapping("cpu_dense_gemm", params={"threads": 2}), spec).t_s
