@@ -148,7 +148,7 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
     KernelInfo("cpu_bitmap", "cpu", GEMM_KINDS, SPARSE_WEIGHT, "bitmap", "simd", True,
                description="numba bitmap SpMM: scans presence bits, one axpy per set bit",
                rules=(_pointwise, _native)),
-    KernelInfo("cpu_act_gemv", "cpu", ("gemm",), ("dense",), "dense", "simd", False, True,
+    KernelInfo("cpu_act_gemv", "cpu", ("gemm",), ("*",), "dense", "simd", False, True,
                description="activation-sparse GEMV: reads only W columns of nonzero activations (TEAL)",
                rules=(needs_activation_sparsity,)),
     KernelInfo("cpu_eltwise", "cpu", ("eltwise", "attention"), ("*",), "dense", "simd", False,

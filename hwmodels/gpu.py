@@ -161,10 +161,10 @@ KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
     KernelInfo("bsr_tc", "gpu", GEMM_KINDS, ("block",), "bsr", "tensor", True,
                description="block-sparse (BSR) GEMM on Tensor Cores (SMaT-style; torch Triton bsr_dense_mm)",
                rules=(_needs_tc_dtype,)),
-    KernelInfo("act_gemv", "gpu", ("gemm",), ("dense",), "dense", "cuda_core", False, True,
+    KernelInfo("act_gemv", "gpu", ("gemm",), ("*",), "dense", "cuda_core", False, True,
                description="activation-sparse GEMV: only W rows of nonzero activations are read "
                            "(TEAL / Deja Vu; fused gather kernel)", rules=(needs_activation_sparsity,)),
-    KernelInfo("grouped_gemm", "gpu", ("gemm",), ("dense",), "dense", "tensor", False,
+    KernelInfo("grouped_gemm", "gpu", ("gemm",), ("*",), "dense", "tensor", False,
                description="grouped GEMM over MoE experts, one launch (op.batch experts; token counts "
                            "from op.meta['expert_tokens'])", rules=(_needs_tc_dtype, _needs_grouped)),
     KernelInfo("flash_attention", "gpu", ("attention",), ("*",), "dense", "tensor", False,

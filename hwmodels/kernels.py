@@ -23,7 +23,8 @@ class KernelInfo:
     name: str
     hw_class: str
     kinds: tuple[str, ...]
-    weight_patterns: tuple[str, ...]  # Sparsity.pattern values it accepts; "*" = any
+    weight_patterns: tuple[str, ...]  # Sparsity.pattern values it accepts; "*" = any (a dense-format kernel
+    # runs a pruned weight stored with its zeros, at the dense cost)
     weight_format: str  # storage format of the weight: dense, csr, bsr, nm, tiled_csl, bitmap
     unit: str  # tensor, sparse_tensor, cuda_core, simd, pe
     skips_weight_zeros: bool

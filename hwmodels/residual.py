@@ -28,7 +28,7 @@ import numpy as np
 
 from simsparse.core.mapping import Cost, Mapping
 from simsparse.core.ops import Op
-from simsparse.core.sparsity import Block
+from simsparse.core.sparsity import Block, Dense
 
 SPECS_DIR = Path(__file__).parent / "specs"
 
@@ -47,14 +47,18 @@ def features(op: Op, mapping: Mapping, spec: Any, cost: Cost, kernels: tuple[str
     from hwmodels import cpu
 
     m, n, k = op.m, op.n, op.k
-    d = float(op.weight.density)
-    bh, bw = (op.weight.bh, op.weight.bw) if isinstance(op.weight, Block) else (1, 1)
+    # a kernel that stores the weight dense (or reads every activation) does the same work whatever
+    # zeros it holds: it sees the operand as dense, as every row it was trained on did
+    info = cpu.KERNELS.get(mapping.kernel)
+    weight = op.weight if info is None or info.skips_weight_zeros else Dense()
+    d = float(weight.density)
+    bh, bw = (weight.bh, weight.bw) if isinstance(weight, Block) else (1, 1)
     mb = mapping.tile[0] if mapping.tile and mapping.tile[0] else m
     t = cost.t_s
     b = cost.breakdown_s
     dram = cost.bytes_by_level.get("dram", 0.0)
     copies = float(mapping.params.get("rotation_copies", 0) or 0)
-    act = op.activation.density
+    act = op.activation.density if info is None or info.skips_activation_zeros else 1.0
     # the pixel loop's tail in the last (or only) block: LLVM vectorises it as 4 unrolled full vectors
     # (64 floats), then 8-float half-vector trips, then scalar steps (hwmodels.cpu.loop_steps; read from
     # the numba kernels' AVX-512 assembly). m_mod_8 counts the scalar steps; the half-vector trips are
