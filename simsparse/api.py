@@ -43,6 +43,7 @@ class SimResult:
 
     @property
     def flops(self) -> float:
+        """The trace's FLOPs as written, every weight dense (Op.flops): the same for every pattern."""
         return sum(r.op.flops for r in self.results)
 
     def to_frame(self) -> pd.DataFrame:
@@ -57,8 +58,9 @@ class SimResult:
     def summary(self) -> dict[str, Any]:
         agg = aggregate(((r.op, r.mapping, r.cost, 1) for r in self.results), self.hardware)
         return {"trace": self.trace.name, "hardware": self.hardware.name, "ops": len(self.results),
-                "total_s": agg["t_s"], "flops": agg["flops"], "energy_j": agg["energy_j"],
-                "tflops_per_s": agg["flops"] / agg["t_s"] / 1e12 if agg["t_s"] else 0.0,
+                "total_s": agg["t_s"], "flops": agg["flops"], "useful_flops": agg["useful_flops"],
+                "executed_flops": agg["executed_flops"], "energy_j": agg["energy_j"],
+                "tflops_per_s": agg["tflops_per_s"],
                 "bound_by_time": agg["bound"], "main_gemm_kernel": agg["kernel"],
                 "measured_share": agg["measured_share"]}
 
@@ -67,12 +69,14 @@ MATMUL_KINDS = ("gemm", "conv2d")  # the ops whose kernel names a result (aggreg
 
 
 def aggregate(items: Iterable[tuple[Op, Mapping, Cost, int]], spec: HardwareSpec) -> dict[str, Any]:
-    """Totals of costed ops, each (op, mapping, cost, count): time, cycles, energy, FLOPs, bytes per
-    level; `utilisation` weighted by time; `bound`: the bound holding the most time; `kernel`: the
+    """Totals of costed ops, each (op, mapping, cost, count): time, cycles, energy, bytes per level;
+    FLOPs three ways: `flops` as written (every weight dense, Op.flops), `useful_flops` (the nonzero
+    work, Op.useful_flops) and `executed_flops` (what the kernels execute, padding and stored zeros
+    included, Cost.flops); `tflops_per_s`: useful FLOPs per second (never above the machine's peak); `utilisation` weighted by time; `bound`: the bound holding the most time; `kernel`: the
     kernel holding the most GEMM / conv time (of all ops' where there is none); `measured_share`: the
     share of the time priced by kernels measured on `spec` (hwmodels.measured). SimResult.summary and
     a sweep's rows both read it."""
-    t = cyc = e = fl = uf = util_t = t_measured = 0.0
+    t = cyc = e = fl = uf = ex = util_t = t_measured = 0.0
     n_ops = 0
     by_bound: dict[str, float] = {}
     by_matmul: dict[str, float] = {}
@@ -83,8 +87,9 @@ def aggregate(items: Iterable[tuple[Op, Mapping, Cost, int]], spec: HardwareSpec
         t += dt
         cyc += n * cost.cycles
         e += n * cost.energy_j
-        fl += n * cost.flops
+        fl += n * op.flops
         uf += n * op.useful_flops
+        ex += n * cost.flops
         util_t += cost.utilisation * dt
         n_ops += n
         if hwmodels.measured(op, mapping, spec):
@@ -96,7 +101,8 @@ def aggregate(items: Iterable[tuple[Op, Mapping, Cost, int]], spec: HardwareSpec
         for level, nbytes in cost.bytes_by_level.items():
             by_level[level] = by_level.get(level, 0.0) + n * nbytes
     by_kernel = by_matmul or by_any
-    return {"t_s": t, "cycles": cyc, "energy_j": e, "flops": fl, "useful_flops": uf, "n_ops": n_ops,
+    return {"t_s": t, "cycles": cyc, "energy_j": e, "flops": fl, "useful_flops": uf, "executed_flops": ex,
+            "tflops_per_s": uf / t / 1e12 if t else 0.0, "n_ops": n_ops,
             "utilisation": util_t / t if t else 0.0,
             "bound": max(by_bound, key=by_bound.get) if by_bound else "",
             "kernel": max(by_kernel, key=by_kernel.get) if by_kernel else "",
@@ -112,7 +118,8 @@ def op_row(op: Op, mapping: Mapping, cost: Cost, measured: bool) -> dict[str, An
         getattr(op.weight, "fan_in", None) else None,
         "activation_density": op.activation.density,
         "kernel": mapping.kernel, "mapping": mapping.describe(), "measured": measured,
-        "cycles": cost.cycles, "t_s": cost.t_s, "flops": cost.flops, "useful_flops": op.useful_flops,
+        "cycles": cost.cycles, "t_s": cost.t_s, "flops": op.flops, "useful_flops": op.useful_flops,
+        "executed_flops": cost.flops,
         "bound": cost.bound, "utilisation": cost.utilisation, "energy_j": cost.energy_j,
     }
     for level, nbytes in cost.bytes_by_level.items():
@@ -145,10 +152,11 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     whose input the op before it just wrote (Trace.fresh_input_bytes) gets those bytes as
     ``input_fresh_bytes`` in its mapping's params, and a class model that knows its caches (CPU) reads
     that input from the cache level holding it instead of DRAM (other classes ignore it). Experimental:
-    on this host's 19 measured forward passes (validation/data/cpu-host/network-*.json, the model as of
-    the twenty-fourth fit) it prices the 1x1 layers 3-17 % fast where cold pricing has them -49…+33 %
-    (the low end: ResNet-18's three small downsamples), but the whole networks 0-12 % fast where cold
-    pricing has them within -5…+6 %
+    on this host's 19 measured network x pattern cases (38 passes; validation/data/cpu-host/network-*.json,
+    the model of the twenty-fourth fit) it prices the 1x1 layers 3-17 % fast where cold pricing has them
+    -2…+33 %; ResNet-18's three strided downsamples, whose input no op has just written, come out 31 %
+    (dense) and 49 % (sparse) fast either way. The whole passes come out -12…+1 % chained, against
+    -5…+6 % cold
     (validation/data/cpu-host/README.md, "Chained forward passes").
     """
     if fidelity not in FIDELITIES:
