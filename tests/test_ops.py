@@ -81,3 +81,23 @@ def test_cached_hash_is_not_pickled():
     hash(op)
     back = pickle.loads(pickle.dumps(op))
     assert "_hash" not in back.__dict__ and back == op and hash(back) == hash(op)
+
+
+@pytest.mark.parametrize("d,needle", [
+    ({"kind": "conv2d", "m": 4, "n": 4, "k": 4}, "op.conv: got None"),
+    ({"kind": "attention"}, "op.attention: got None"),
+    ({"kind": "attention", "attention": {"batch": 1, "heads": 2}}, "missing: q_len, kv_len, head_dim"),
+    ({"kind": "conv2d", "conv": {"n_img": 1, "c_in": 3, "h": 8, "w": 8, "c_out": 4, "kh": 3, "kw": 3, "strid": 2}},
+     "unknown: strid"),
+])
+def test_from_dict_names_the_missing_geometry(d, needle):
+    with pytest.raises(ValueError, match=needle):
+        Op.from_dict(d)
+
+
+def test_numpy_integers_are_integers():
+    np = pytest.importorskip("numpy")
+    op = Op.gemm(np.int64(64), np.int32(32), 16)
+    assert (op.m, op.n) == (64, 32) and type(op.m) is int
+    with pytest.raises(ValueError, match="op.m"):
+        Op.gemm(np.float64(1.5), 4, 4)

@@ -14,9 +14,11 @@ Other kinds carry their own geometry and expose the same GEMM view (m, n, k, bat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +39,9 @@ MAX_DIM = 2**40  # larger dimensions are surely a mistake (and overflow float ma
 def _pos_int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise bad(name, value, "a positive integer")
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, numbers.Integral):  # numpy / torch integer scalars
+        value = int(value)
+    elif isinstance(value, numbers.Real) and float(value).is_integer():
         value = int(value)
     if not isinstance(value, int) or value <= 0 or value > MAX_DIM:
         raise bad(name, value, "a positive integer up to 2**40")
@@ -45,9 +49,9 @@ def _pos_int(value: Any, name: str) -> int:
 
 
 def _nonneg_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise bad(name, value, "a non-negative integer")
-    return value
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,8 @@ class ConvGeom:
 
     def __post_init__(self) -> None:
         for f in ("n_img", "c_in", "h", "w", "c_out", "kh", "kw", "stride", "dilation", "groups"):
-            _pos_int(getattr(self, f), f"conv.{f}")
-        _nonneg_int(self.pad, "conv.pad")
+            object.__setattr__(self, f, _pos_int(getattr(self, f), f"conv.{f}"))
+        object.__setattr__(self, "pad", _nonneg_int(self.pad, "conv.pad"))
         if self.c_in % self.groups or self.c_out % self.groups:
             raise bad("conv.groups", self.groups, f"a divisor of c_in={self.c_in} and c_out={self.c_out}")
         if self.h_out <= 0 or self.w_out <= 0:
@@ -122,9 +126,9 @@ class AttnGeom:
 
     def __post_init__(self) -> None:
         for f in ("batch", "heads", "q_len", "kv_len", "head_dim"):
-            _pos_int(getattr(self, f), f"attention.{f}")
+            object.__setattr__(self, f, _pos_int(getattr(self, f), f"attention.{f}"))
         if self.kv_heads is not None:
-            _pos_int(self.kv_heads, "attention.kv_heads")
+            object.__setattr__(self, "kv_heads", _pos_int(self.kv_heads, "attention.kv_heads"))
             if self.heads % self.kv_heads:
                 raise bad("attention.kv_heads", self.kv_heads, f"a divisor of heads={self.heads}")
         if not (0 < self.block_density <= 1):
@@ -171,7 +175,7 @@ class Op:
         if self.kind not in KINDS:
             raise bad("op.kind", self.kind, ", ".join(KINDS))
         for f in ("m", "n", "k", "batch"):
-            _pos_int(getattr(self, f), f"op.{f}")
+            object.__setattr__(self, f, _pos_int(getattr(self, f), f"op.{f}"))  # plain ints from here on
         if self.dtype not in DTYPE_BYTES:
             raise bad("op.dtype", self.dtype, ", ".join(DTYPES))
         if self.phase not in PHASES:
@@ -342,12 +346,25 @@ class Op:
             raise bad(where, d, "an object with kind, m, n, k")
         kind = d.get("kind", "gemm")
         extra = {"name": d.get("name", ""), "dtype": d.get("dtype", "fp16"), "phase": d.get("phase", "fwd")}
+        geometry = {"conv2d": ("conv", ConvGeom), "attention": ("attention", AttnGeom)}
+        if kind in geometry:  # these need their geometry object; name it and its fields when it is wrong
+            key, geom = geometry[kind]
+            fields = ", ".join(f.name for f in dataclasses.fields(geom))
+            if not isinstance(d.get(key), dict):
+                raise bad(f"{where}.{key}", d.get(key), f"an object with {fields} (required for kind {kind})")
+            unknown = sorted(set(d[key]) - {f.name for f in dataclasses.fields(geom)})
+            missing = [f.name for f in dataclasses.fields(geom) if f.name not in d[key]
+                       and f.default is dataclasses.MISSING]
+            if unknown or missing:
+                raise bad(f"{where}.{key}", d[key], f"an object with {fields}"
+                          + (f"; missing: {', '.join(missing)}" if missing else "")
+                          + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
         try:
-            if kind == "conv2d" and "conv" in d:
+            if kind == "conv2d":
                 op = cls.conv2d(ConvGeom(**d["conv"]), weight=d.get("weight"),
                                 activation=d.get("activation"), **extra)
             elif kind == "attention":
-                op = cls.attention(AttnGeom(**d.get("attention", {})), **extra)
+                op = cls.attention(AttnGeom(**d["attention"]), **extra)
             elif kind == "eltwise":
                 op = cls.eltwise(d.get("numel", d.get("m")), flops_per_elem=d.get("flops_per_elem", 1.0),
                                  n_inputs=d.get("n_inputs", 1), activation=d.get("activation"),
