@@ -448,6 +448,12 @@ def branch_learned(spec: CPUSpec, mapping: Mapping | None, misses_per_scan: floa
     return eligible / (1.0 + (misses_per_scan / keep) ** BRANCH_HILL)
 
 
+def _energy(spec: CPUSpec, t: float, threads: int) -> float:
+    """Joules of a call: the busy cores' share of the package's power rating over its time. NaN where
+    the spec gives no power figure: unknown, not free."""
+    return t * spec.tdp_w * threads / spec.cores if spec.tdp_w > 0 else math.nan
+
+
 def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float,
             bytes_dram: float, bytes_panel: float, panel: str, flops_exec: float,
             stream: bool = False, dram_runs: float = 0.0, t_dram_extra: float = 0.0,
@@ -512,7 +518,7 @@ def _result(op: Op, spec: CPUSpec, *, cycles: float, threads: int, t_call: float
     if panel != "l1" and bytes_panel:
         levels[panel] = levels.get(panel, 0.0) + bytes_panel
     return Cost(t_s=t, cycles=t * spec.clock_hz, flops=flops_exec, bytes_by_level=levels, bound=bound,
-                utilisation=min(util, 1.0), energy_j=t * spec.tdp_w * threads / spec.cores,
+                utilisation=min(util, 1.0), energy_j=_energy(spec, t, threads),
                 breakdown_s={"core": t_core, "dram": t_dram, "panel": t_panel, "call": t_call})
 
 

@@ -316,3 +316,16 @@ def test_xnnpack_spmm_runs_128_bit_vectors_on_wide_x86_cores():
     assert core("xnn_spmm", srv) == pytest.approx(core("xnn_spmm", narrow))
     assert core("xnn_spmm", srv) == pytest.approx(core("xnn_spmm", srv.replace(simd_bits=256)))
     assert core("cpu_csr", srv) < core("cpu_csr", narrow)
+
+
+def test_energy_is_unknown_without_a_power_figure():
+    # a spec with no power rating cannot price energy: NaN (unknown), never 0 J (free)
+    import simsparse
+
+    op = Op.gemm(256, 256, 256, dtype="fp32")
+    sd = hwmodels.load("snapdragon-835")
+    assert sd.tdp_w == 0 and math.isnan(simsparse.simulate(op, sd).energy_j)
+    srv = hwmodels.load("avx512-server")  # 350 W over 56 cores: busy cores' share x time
+    r = simsparse.simulate(op, srv).results[0]
+    threads = r.mapping.params.get("threads") or srv.threads or srv.cores
+    assert r.cost.energy_j == pytest.approx(r.cost.t_s * 350 * threads / 56, rel=1e-9)
