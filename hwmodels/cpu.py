@@ -968,9 +968,13 @@ def _act_gemv_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
                    mapping=mapping, bytes_l3=x_l3)
 
 
+SOFTMAX_VEC_INSTR = 20.0  # per vector of scores: max pass 2, exp ~13 (range reduction, degree-5 polynomial,
+SOFTMAX_VEC_FP = 12.0  # scale), sum and store 3, loop 2; of these ~12 FP (max, FMAs, add) — an estimate
+
+
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """Element-wise pass: read inputs, write output; FLOPs at SIMD rate or at the spec's cpu_eltwise.c_flop
-    (attention: dense GEMM rate). Its compulsory bytes (inputs, the output counted once as for a GEMM:
+    (attention: its two GEMMs at the dense GEMM's rate plus the softmax). Its compulsory bytes (inputs, the output counted once as for a GEMM:
     Y_TIME_FACTOR) move at the element-wise streams' DRAM rate (cpu_eltwise.stream_eff)."""
     lane = lanes(spec, op.dtype)
     threads = threads_of(spec, mapping)
@@ -978,6 +982,16 @@ def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     cycles = flops / (2 * lane * spec.simd_issue_per_clk) * spec.simd_overhead
     d = op.bytes_dense
     x_fresh, x_l3 = fresh_input(spec, mapping, op.numel_in * op.dtype_bytes)
+    if op.kind == "attention":
+        # QK^T and PV at the dense GEMM's achieved rate (gemm.eff), then the softmax over every score
+        # computed: per vector of scores a max pass, the exp (range reduction + polynomial, as XNNPACK's
+        # f32-raddstoreexpminusmax kernels compute it) and the sum, ~SOFTMAX_VEC_INSTR instructions of
+        # which ~SOFTMAX_VEC_FP on the FP pipes
+        a = op.attn
+        scores = a.batch * a.heads * a.q_len * a.kv_len * a.score_fraction
+        fp = spec.fp_pipes or spec.fma_units_per_core
+        per_vec = max(issue(spec, SOFTMAX_VEC_INSTR), SOFTMAX_VEC_FP / fp)
+        cycles = cycles / params(spec, "gemm")["eff"] + scores / lane * per_vec
     if op.kind != "eltwise":
         bytes_dram = d["x"] + d["w"] + 2 * d["y"] - x_fresh
         return _result(op, spec, cycles=cycles, threads=threads, t_call=0.0, bytes_dram=bytes_dram,

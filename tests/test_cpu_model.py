@@ -14,7 +14,7 @@ import mappers
 from mappers.check import check_mapping
 from mappers.cpu import REMAINDER_MIN, numba_block
 from simsparse.core.mapping import Mapping
-from simsparse.core.ops import ConvGeom, Op
+from simsparse.core.ops import AttnGeom, ConvGeom, Op
 from simsparse.core.sparsity import NM, Activation, Block, Unstructured
 
 FAST = settings(max_examples=40, deadline=None)
@@ -329,3 +329,19 @@ def test_energy_is_unknown_without_a_power_figure():
     r = simsparse.simulate(op, srv).results[0]
     threads = r.mapping.params.get("threads") or srv.threads or srv.cores
     assert r.cost.energy_j == pytest.approx(r.cost.t_s * 350 * threads / 56, rel=1e-9)
+
+
+@pytest.mark.parametrize("hw", CPU_SPECS)
+def test_attention_pays_for_its_softmax(hw):
+    # same FLOPs (4 * q * kv * head_dim), four times the scores: the softmax over each score costs core
+    # time, so the second computes longer (its Q, K, V are smaller: compare core time, not memory); and
+    # neither runs at the machine's peak
+    import simsparse
+
+    few = Op.attention(AttnGeom(1, 8, 512, 512, 128), dtype="fp32")
+    many = Op.attention(AttnGeom(1, 8, 1024, 1024, 32), dtype="fp32")
+    assert few.flops == many.flops
+    r_few, r_many = simsparse.simulate(few, hw), simsparse.simulate(many, hw)
+    core = [r.results[0].cost.breakdown_s["core"] for r in (r_few, r_many)]
+    assert core[1] > core[0]
+    assert r_few.results[0].cost.utilisation < 1.0
