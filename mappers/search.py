@@ -89,7 +89,13 @@ def best(op: Op, spec: HardwareSpec, kernel: str | None = None, measured_only: b
     where none is, the fastest of all, which then reads as not measured.
     `context`: facts about how the op runs that are not the op's (e.g. ``input_fresh_bytes``, the bytes
     of its input the op before it just wrote), added to every candidate's params before it is priced;
-    a class model that does not read them prices as without (the GPU mapper's own `best` ignores them)."""
+    a class model that does not read them prices as without (the GPU mapper's own `best` ignores them).
+
+    A channel-pruned weight (sparsity.Channel) is priced as the smaller dense op it leaves (Op.compacted),
+    unless `kernel` names a sparse kernel that runs the pruned weight as stored."""
+    small = op.compacted()
+    if small is not op and (kernel is None or hwmodels.kernels(spec)[kernel].why_not(small, spec) is None):
+        op = small
     if measured_only and kernel is None:
         names = measured_kernel_names(op, spec)
         if names:

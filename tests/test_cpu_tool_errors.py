@@ -46,7 +46,7 @@ def test_execute_cpu_checks_every_case_before_timing(tmp_path, capsys):
     out = tmp_path / "runs.json"
     err = _error(execute_cpu.main, ["resnet18", "nonet", "--out", str(out)], capsys)
     assert "nonet dense: workload: got 'nonet'" in err and "resnet18" in err  # the allowed names
-    assert "weight.density: got 1.5" in _error(execute_cpu.main, ["resnet18", "--pattern", "unstructured@1.5"], capsys)
+    assert "density: got 1.5" in _error(execute_cpu.main, ["resnet18", "--pattern", "unstructured@1.5"], capsys)
     # a network with an op the executor has no step for (BERT's embedding gather)
     assert "not supported by the executor" in _error(execute_cpu.main, ["bert-base"], capsys)
     assert not out.exists()  # nothing was timed: resnet18 was not run before the bad name stopped it

@@ -1,5 +1,7 @@
 """Sparsity patterns: generators obey their own validators, validators catch what breaks the rule."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -108,6 +110,28 @@ def test_parse_pattern_forms(text, expected):
 def test_parse_pattern_errors_name_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         parse_pattern(bad, "weight")
+
+
+@pytest.mark.parametrize("field", ["weight", "op.weight", "sparsity.weight[2]"])
+def test_weight_field_refuses_activation_text(field):
+    # 'activation@0.4' is the zeros of the input x, not of W: in a weight slot it would be a
+    # weight pattern no kernel reads as input sparsity, so it is refused, naming the field
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)}: got 'activation@0.4'.*activation operand"):
+        parse_pattern("activation@0.4", field)
+    assert parse_pattern("activation@0.4", "activation") == Activation(0.4)
+    assert parse_pattern("activation@0.4") == Activation(0.4)  # the generic field is not a slot
+
+
+def test_op_weight_refuses_activation_text_but_keeps_stored_activation_operands():
+    from simsparse.core.ops import Op
+
+    with pytest.raises(ValueError, match="weight: got 'activation@0.4'"):
+        Op.gemm(8, 16, 32, weight="activation@0.4")
+    assert Op.gemm(8, 16, 32, activation="activation@0.4").activation == Activation(0.4)
+    # a backward-weight GEMM (dW = dYᵀ·X) keeps the saved input Xᵀ in its weight slot; its stored
+    # (dict) form still loads
+    bw = Op.gemm(16, 32, 8, weight=Activation(0.5, "relu"), weight_is_param=False, phase="bwd_weight")
+    assert Op.from_dict(bw.to_dict()) == bw
 
 
 def test_round_trip_dict():

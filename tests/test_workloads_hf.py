@@ -374,3 +374,132 @@ def test_fold_for_deployment_drops_exactly_the_bn_and_relu_ops(name, convs, clam
 def test_kv_len_shorter_than_the_queries_is_refused(kw):
     with pytest.raises(ValueError, match="kv_len"):
         workloads.get("llama-2-7b", **kw)
+
+
+# --- activation patterns go to the activation operand -------------------------------------------
+OPT125M_LINEARS = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}  # per layer, 12 layers
+
+
+def test_activation_pattern_goes_to_the_activation_operand_of_every_linear():
+    base = workloads.get("opt-125m", seq_len=8)
+    t = workloads.apply_sparsity(base, "activation@0.4")
+    hit = [op for op in t if op.activation == Activation(0.4)]
+    assert len(hit) == 12 * len(OPT125M_LINEARS)
+    assert {op.name.split(".")[-1] for op in hit} == OPT125M_LINEARS
+    assert all(op.weight == Dense() for op in t)  # nothing lands in a weight slot
+    assert next(op for op in t if op.name == "lm_head").activation == Dense()  # the head is not a linear
+    assert "act-synthetic(0.4)" in t.name and t.provenance["activation_sparsity"]["density"] == 0.4
+    # the same as the recipe spelling of it, and as the recipe's '<selector> <pattern>' form
+    assert t.ops == workloads.apply_sparsity(base, "60% activation on all").ops
+    mlp = workloads.apply_sparsity(base, "mlp activation@0.4")
+    assert next(op for op in mlp if op.name == "layers.0.fc1").activation == Activation(0.4)
+    assert next(op for op in mlp if op.name == "layers.0.q_proj").activation == Dense()
+    with pytest.raises(ValueError, match="activation: got 'activation@0.5'"):
+        workloads.apply_sparsity(base, "activation@0.4", "activation@0.5")  # two activation patterns
+
+
+# --- attention backward ------------------------------------------------------------------------
+def attn_backward(trace, fwd_name):
+    return [op for op in trace if op.phase != "fwd" and op.meta.get("fwd_op") == fwd_name]
+
+
+def test_attention_backward_is_five_forward_sized_gemms():
+    # opt-125m, batch 1, seq 128: 12 heads of head_dim 64, causal. Forward S = Q·Kᵀ and O = P·V:
+    # 2 GEMMs of 2·128·128·64 FLOPs per head; FlashAttention-2's backward (Dao 2023, §3.1.2)
+    # recomputes S and forms dP, dQ, dK, dV: 5 such GEMMs, 10·12·128·128·64 FLOPs
+    t = workloads.get("opt-125m", seq_len=128, phase="train")
+    bwd = attn_backward(t, "layers.0.attn")
+    assert sum(op.flops for op in bwd) == 10 * 12 * 128 * 128 * 64 == 125_829_120
+    # causal: query i (1-based) sees i of the 128 keys, so sum(i) / 128² = 129/256 of each score
+    # matrix is computed, in the backward as in the forward
+    assert sum(op.useful_flops for op in bwd) == pytest.approx(125_829_120 * 129 / 256)
+    assert all(op.kind == "attention" for op in bwd)  # priced from their geometry, masking included
+    # not causal (BERT, 197 ViT tokens): the same 2.5x of the forward
+    v = workloads.get("vit-b-16", phase="train")
+    fwd = next(op for op in v if op.kind == "attention")
+    assert sum(op.useful_flops for op in attn_backward(v, fwd.name)) == 2.5 * 4 * 12 * 197 * 197 * 64
+
+
+def test_attention_backward_is_priced_as_two_and_a_half_forwards():
+    import simsparse
+
+    # executed FLOPs of the priced kernels (tiles the causal mask leaves), on a GPU
+    t = workloads.get("llama-2-7b", batch=2, seq_len=1024, phase="train")
+    ops = [op for op in t if op.name == "layers.0.attn"] + attn_backward(t, "layers.0.attn")
+    res = simsparse.simulate(Trace("attn", tuple(ops)), "h100-sxm")
+    executed = [r.cost.flops for r in res.results]
+    assert sum(executed[1:]) == pytest.approx(2.5 * executed[0], rel=1e-9)
+
+
+def test_attention_backward_odd_head_pairs_keeps_the_flops():
+    # 1 sequence x 3 heads (odd (batch, kv head) pairs cannot be split in halves): batched GEMMs
+    cfg = {"model_type": "llama", "hidden_size": 96, "num_attention_heads": 3, "num_hidden_layers": 1,
+           "intermediate_size": 128, "vocab_size": 100}
+    t = workloads.hf(cfg, seq_len=16, phase="train")
+    assert sum(op.flops for op in attn_backward(t, "layers.0.attn")) == 10 * 3 * 16 * 16 * 32
+
+
+# --- sparsity on a training trace: before or after the backward is derived -----------------------
+@pytest.mark.parametrize("sparsity", ["2:4", "unstructured@0.3", "all linears 2:4t; 50% teal on mlp"])
+def test_train_sparsity_is_the_same_before_or_after_the_backward(sparsity):
+    before = workloads.get("opt-125m", seq_len=16, phase="train", sparsity=sparsity)
+    after = workloads.apply_sparsity(workloads.get("opt-125m", seq_len=16, phase="train"), sparsity)
+    assert after == before  # name and ops
+    assert [op.meta for op in after] == [op.meta for op in before]
+
+
+def test_train_sparsity_after_the_backward_reaches_the_backward_ops():
+    t = workloads.apply_sparsity(workloads.get("opt-125m", seq_len=16, phase="train"), "2:4")
+    # dX = dY·W: the reduction runs along W's N axis, where 2:4 groups along K leave no 2:4
+    # structure, only the density 1/2
+    assert next(op for op in t if op.name == "layers.0.fc1.bwd_data").weight == Unstructured(0.5)
+    masked = workloads.apply_sparsity(training_trace(workloads.get("opt-125m", seq_len=16),
+                                                     masked_weight_grad=True), "2:4")
+    assert next(op for op in masked if op.name == "layers.0.fc1.bwd_weight").meta["output_density"] == 0.5
+
+
+# --- workloads.get: configs, options -------------------------------------------------------------
+def test_get_takes_a_config_dict_or_a_config_json_path(tmp_path):
+    ref = workloads.get("llama-2-7b", seq_len=8)
+    cfg = json.loads((ROOT / "workloads" / "configs" / "llama-2-7b.json").read_text())
+    assert workloads.get(cfg, seq_len=8).ops == ref.ops
+    path = tmp_path / "llama" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(cfg))
+    assert workloads.get(str(path), seq_len=8).ops == ref.ops
+    assert workloads.get(path, seq_len=8, sparsity="2:4").ops == workloads.get("llama-2-7b", seq_len=8,
+                                                                                 sparsity="2:4").ops
+    assert load_config(str(path))[1] == cfg
+    with pytest.raises(ValueError, match=r"model: got '.*missing\.json'; allowed: an existing HF config\.json"):
+        workloads.get(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"model: got '.*bad\.json'; allowed: a valid JSON HF config"):
+        workloads.get(str(tmp_path / "bad.json"))
+
+
+def test_get_refuses_an_unknown_option_naming_it():
+    with pytest.raises(ValueError, match=r"option: got \['foo'\]; allowed: batch, seq_len, .*include_lm_head"):
+        workloads.get("opt-125m", foo=1)
+    with pytest.raises(ValueError, match=r"option: got \['foo'\]; allowed: batch, image_size"):
+        workloads.get("resnet18", foo=1)
+    with pytest.raises(ValueError, match="workload: got 'int'"):
+        workloads.get(3)
+
+
+# --- a pattern no op can hold --------------------------------------------------------------------
+@pytest.mark.parametrize("pattern,why", [("2:3", "multiple of m=3"), ("fanin99999", "at most the fan-in K=4096")])
+def test_pattern_no_op_can_hold_is_refused(pattern, why):
+    # llama-2-7b: every linear has K = 4096 or 11008, neither a multiple of 3 nor >= 99999
+    t = workloads.get("llama-2-7b", seq_len=8)
+    with pytest.raises(ValueError, match=rf"sparsity: got '{pattern}'.*224 weight ops.*{why}"):
+        workloads.apply_sparsity(t, pattern)
+    with pytest.raises(ValueError, match=rf"recipe\.pattern: got '{pattern}'.*{why}"):
+        workloads.apply_sparsity(t, f"all linears {pattern}")
+
+
+def test_pattern_some_ops_cannot_hold_is_counted():
+    # resnet50: 53 convs (stem, 16 bottlenecks x 3, 4 downsamples); the stem's K = 3·7·7 = 147 is
+    # not a multiple of 4, every other K is (channels >= 64)
+    for t in (workloads.get("resnet50", sparsity="2:4"), workloads.get("resnet50", sparsity="convs 2:4")):
+        assert t.provenance["sparsity_ops"] == {"applied": 52, "skipped": 1}
+        assert t.provenance["skipped"] == ["conv1.conv"]

@@ -1,8 +1,8 @@
 """Transformer traces from a HF-style config (no weights, nothing downloaded).
 
 Built-in configs live in workloads/configs/*.json (public config.json values, each with its
-`_source`). A user's own config is a dict or a `transformers.PretrainedConfig` (optional
-dependency) with the same field names.
+`_source`). A user's own config is a path to its config.json, a dict or a
+`transformers.PretrainedConfig` (optional dependency) with the same field names.
 
 Families, chosen from `model_type`:
 * decoder-only (llama, mistral, qwen2, opt …): per layer norm, q/k/v/o projections,
@@ -48,7 +48,10 @@ def config_names() -> list[str]:
 
 
 def load_config(name_or_config: str | dict[str, Any] | Any) -> tuple[str, dict[str, Any]]:
-    """(name, config dict) from a built-in name, a dict, or a transformers config object."""
+    """(name, config dict) from a built-in name, a path to a config.json, a dict, or a
+    transformers config object."""
+    if isinstance(name_or_config, (str, Path)) and is_config_path(name_or_config):
+        return _read_config_file(Path(name_or_config))
     if isinstance(name_or_config, str):
         key = ALIASES.get(name_or_config.lower(), name_or_config.lower())
         if key.startswith("facebook/"):
@@ -63,6 +66,28 @@ def load_config(name_or_config: str | dict[str, Any] | Any) -> tuple[str, dict[s
         d = name_or_config.to_dict()
         return str(d.get("_name_or_path") or d.get("model_type") or "custom"), d
     raise bad("model", type(name_or_config).__name__, "a built-in name, a dict or a transformers config")
+
+
+def is_config_path(spec: str | Path) -> bool:
+    """A path to a HF config file (a Path, or a name ending in `.json`), not a built-in name."""
+    return isinstance(spec, Path) or spec.lower().endswith(".json")
+
+
+def _read_config_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """(name, config) from a config.json; the name is its `_name_or_path`, else its folder or file stem."""
+    if not path.is_file():
+        raise bad("model", str(path), "an existing HF config.json file (or a built-in name: "
+                  + ", ".join(config_names()) + ")")
+    try:
+        c = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise bad("model", str(path), f"a readable HF config.json file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise bad("model", str(path), f"a valid JSON HF config ({e.msg} at line {e.lineno})") from None
+    if not isinstance(c, dict):
+        raise bad("model", str(path), f"a JSON object (a HF config.json), not a {type(c).__name__}")
+    stem = path.parent.name if path.stem == "config" and path.parent.name else path.stem
+    return str(c.get("_name_or_path") or stem), c
 
 
 def family(c: dict[str, Any]) -> str:

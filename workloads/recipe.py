@@ -142,6 +142,8 @@ def _weight_rule(text: str) -> Rule:
         raise bad("recipe.transposable", pat, "an n:m pattern (e.g. 2:4t)")
     sel = " ".join(words[:-1]) or "all"
     selector(sel)
+    if isinstance(weight, Activation):  # 'mlp activation@0.4': the inputs' sparsity, not the weights'
+        return Rule(sel, activation=weight)
     return Rule(sel, weight=weight, transposable=transposable)
 
 
@@ -168,9 +170,18 @@ class Recipe:
         return {"text": self.text, "rules": [r.to_dict() for r in self.rules]}
 
     def apply(self, trace: Trace) -> Trace:
+        """The trace with the rules applied to the ops they select. On a training trace they go on
+        the forward ops and the backward ops are derived again (workloads.training.rederive). A
+        weight rule whose pattern no op it selects can hold is refused, naming the pattern."""
+        from workloads.training import is_training, rederive
+
+        if is_training(trace):
+            return rederive(trace, self.apply)
         preds = [selector(r.select) for r in self.rules]
         ops, skipped = [], []
         matched = [False] * len(self.rules)
+        tried, failed = [0] * len(self.rules), [""] * len(self.rules)
+        n_fail = [0] * len(self.rules)
         predictor_density: dict[Any, float] = {}
         for op in trace:
             new = op
@@ -180,22 +191,28 @@ class Recipe:
                     continue
                 matched[j] = True
                 if rule.weight is not None:
+                    tried[j] += 1
                     try:
                         new = replace(new, weight=rule.weight, meta=meta)
                         if rule.transposable:
                             ok = new.n % rule.weight.m == 0
                             meta["weight_transposable"] = ok
-                    except ValueError:
+                    except ValueError as e:
                         skipped.append(op.name)
+                        n_fail[j] += 1
+                        failed[j] = failed[j] or f"{op.name}: {e}"
                         continue
                 if rule.activation is not None:
                     new = replace(new, activation=rule.activation, meta=meta)
                     if rule.activation.source == "predictor" and op.meta.get("role") == "mlp_out":
                         predictor_density[op.meta.get("layer"), op.meta.get("expert")] = rule.activation.density
             ops.append(new)
-        for rule, hit in zip(self.rules, matched, strict=True):
+        for j, (rule, hit) in enumerate(zip(self.rules, matched, strict=True)):
             if not hit:
                 raise bad("recipe.selector", rule.select, f"a selector matching at least one op of {trace.name}")
+            if tried[j] and n_fail[j] == tried[j] and not rule.weight.is_dense:
+                raise bad("recipe.pattern", rule.weight.label, f"a pattern that fits at least one of the {tried[j]} "
+                          f"ops '{rule.select}' selects in {trace.name}; none does ({failed[j]})")
         if predictor_density:  # Deja Vu: the MLP's first GEMMs only compute the predicted neurons
             for i, op in enumerate(ops):
                 key = (op.meta.get("layer"), op.meta.get("expert"))
@@ -203,6 +220,11 @@ class Recipe:
                     ops[i] = replace(op, meta={**op.meta, "output_density": predictor_density[key],
                                                 "output_sparsity_source": "predictor"})
         prov = {**trace.provenance, "recipe": self.to_dict()}
+        if any(tried):
+            n_skipped = len(set(skipped))
+            n_weight = sum(1 for op in trace if any(r.weight is not None and p(op)
+                                                     for r, p in zip(self.rules, preds, strict=True)))
+            prov["sparsity_ops"] = {"applied": n_weight - n_skipped, "skipped": n_skipped}
         if skipped:
             prov["skipped"] = sorted(set(skipped))
         return Trace(f"{trace.name}[{self.text}]", tuple(ops), prov)

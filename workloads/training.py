@@ -15,21 +15,28 @@ For a weight GEMM y[M, N] = x[M, K] · W[N, K]ᵀ (GEMM convention of simsparse.
   (meta["output_density"]).
 
 Convolutions use their im2col GEMM view (the backward GEMMs are col2im / im2col lowered and
-carry the geometry in meta["conv"]). Attention backward (FlashAttention-2) recomputes S = Q·Kᵀ
-and forms dP = dO·Vᵀ (one attention op, same shapes as forward) plus dQ = dS·K, dK = dSᵀ·Q,
-dV = Pᵀ·dO (three batched GEMMs): 10·b·h·q·kv·d FLOPs, 2.5× the forward. Element-wise ops get
-one backward op reading the gradient and the saved input. The first weight op that reads the
-network input needs no dX and gets no bwd_data op.
+carry the geometry in meta["conv"]). Attention backward (FlashAttention-2, Dao 2023, §3.1.2)
+is five GEMMs of the forward's size against the forward's two: it recomputes S = Q·Kᵀ and
+forms dP = dO·Vᵀ (op `.bwd_recompute`: the forward's geometry), then dQ = dS·K, dK = dSᵀ·Q,
+dV = Pᵀ·dO (op `.bwd_grads`, see _attention_backward): 10·b·h·q·kv·d FLOPs, 2.5× the forward,
+and, like the forward, only the score tiles causal / block masking leaves are computed.
+Element-wise ops get one backward op reading the gradient and the saved input. The first
+weight op that reads the network input needs no dX and gets no bwd_data op.
+
+A training trace remembers its forward pass: `forward_trace` gives it back and `rederive`
+changes the forward ops and derives the backward again, so sparsity given before or after
+the backward is derived gives the same trace (workloads.apply_sparsity uses it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from simsparse.core.errors import bad
-from simsparse.core.ops import Op, Trace
+from simsparse.core.ops import AttnGeom, Op, Trace
 from simsparse.core.sparsity import (
     NM,
     Activation,
@@ -141,11 +148,31 @@ def _act_gemm_backward(op: Op) -> list[Op]:
 
 
 def _attention_backward(op: Op) -> list[Op]:
+    """FlashAttention-2 backward (Dao 2023, §3.1.2): 5 GEMMs of 2·q·kv·d FLOPs per (batch, head).
+
+    `.bwd_recompute` (S = Q·Kᵀ, dP = dO·Vᵀ) has the forward's geometry. `.bwd_grads` holds
+    dQ = dS·K, dK = dSᵀ·Q and dV = Pᵀ·dO: three GEMMs, the work of 1.5 forward attention ops,
+    so it is an attention op over 1.5× the forward's (batch, kv-head) pairs, each pair with
+    the forward's query heads per kv head, q_len, kv_len, head_dim, causal flag and block
+    density. Cost models price an attention op from its geometry (tiles of the score matrix
+    that masking leaves), so the backward is priced as 2.5 forwards, masked tiles skipped as
+    the fused kernel skips them. Where the pairs are odd (odd batch × odd kv heads) they cannot
+    be split in halves: the three GEMMs are batched GEMMs (same FLOPs, but priced without
+    skipping masked tiles; meta["score_fraction"] says how much of them is masked).
+    """
     a = op.attn
     bh = a.batch * a.heads
     frac = a.score_fraction
     rec = Op.attention(a, dtype=op.dtype, phase="bwd_data", name=f"{op.name}.bwd_recompute")
     rec.meta.update(_meta(op, computes="S = Q·Kᵀ (recomputed) and dP = dO·Vᵀ"))
+    pairs, group = a.batch * a.n_kv_heads, a.heads // a.n_kv_heads
+    if pairs % 2 == 0:
+        geom = AttnGeom(pairs * 3 // 2, group, a.q_len, a.kv_len, a.head_dim, kv_heads=1 if group > 1 else None,
+                        causal=a.causal, block_density=a.block_density)
+        grads = Op.attention(geom, dtype=op.dtype, phase="bwd_data", name=f"{op.name}.bwd_grads")
+        grads.meta.update(_meta(op, computes="dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO: 3 GEMMs per (batch, head), "
+                                "as an attention op over 1.5x the (batch, kv head) pairs"))
+        return [rec, grads]
     grads = [  # dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO (per batch·head)
         _gemm(f"{op.name}.bwd_dq", a.q_len, a.head_dim, a.kv_len, bh, op, "bwd_data", Dense(), Dense(), False,
               score_fraction=frac),
@@ -191,6 +218,26 @@ def training_trace(trace: Trace, masked_weight_grad: bool = False) -> Trace:
             bwd += _eltwise_backward(op)
     prov = {**trace.provenance, "training": True, "masked_weight_grad": masked_weight_grad}
     return Trace(f"{trace.name}-train", tuple(ops + bwd), prov)
+
+
+def is_training(trace: Trace) -> bool:
+    """A trace training_trace made (its provenance says so and it has backward ops)."""
+    return bool(trace.provenance.get("training")) and any(op.phase != "fwd" for op in trace)
+
+
+def forward_trace(trace: Trace) -> Trace:
+    """The forward trace a training trace was derived from: its forward ops, name and provenance."""
+    if not is_training(trace):
+        raise bad("trace", trace.name, "a training trace (from training_trace or phase='train')")
+    prov = {k: v for k, v in trace.provenance.items() if k not in ("training", "masked_weight_grad")}
+    return Trace(trace.name.removesuffix("-train"), tuple(op for op in trace if op.phase == "fwd"), prov)
+
+
+def rederive(trace: Trace, change: Callable[[Trace], Trace]) -> Trace:
+    """A training trace whose forward ops `change` rewrote, with the backward ops derived again
+    from them (the same trace as applying `change` before training_trace)."""
+    fwd = change(forward_trace(trace))
+    return training_trace(fwd, masked_weight_grad=bool(trace.provenance.get("masked_weight_grad")))
 
 
 def by_phase(trace: Trace) -> dict[str, float]:

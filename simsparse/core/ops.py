@@ -268,6 +268,26 @@ class Op:
             return 4.0 * a.batch * a.heads * a.q_len * a.kv_len * a.head_dim
         return 2.0 * self.batch * self.m * self.n * self.k
 
+    def compacted(self) -> Op:
+        """The op a channel-pruned weight leaves (Channel): whole rows (axis 0, output channels) or columns
+        (axis 1, input channels) of W are gone, so the kernel runs a smaller dense problem. Any other op
+        is returned as it is. A grouped convolution keeps its shape (its groups tie c_in to c_out)."""
+        from simsparse.core.sparsity import Channel
+
+        w = self.weight
+        if not isinstance(w, Channel) or self.kind not in ("gemm", "conv2d"):
+            return self
+        if self.kind == "conv2d":
+            g = self.conv
+            if g.groups != 1:
+                return self
+            field_ = "c_out" if w.axis == 0 else "c_in"
+            kept = max(1, round(getattr(g, field_) * w.density))
+            return Op.conv2d(replace(g, **{field_: kept}), dtype=self.dtype, activation=self.activation,
+                             phase=self.phase, name=self.name)
+        field_ = "n" if w.axis == 0 else "k"
+        return replace(self, **{field_: max(1, round(getattr(self, field_) * w.density)), "weight": Dense()})
+
     @property
     def useful_flops(self) -> float:
         """FLOPs on nonzero operands only (what a perfect zero-skipping machine would do)."""

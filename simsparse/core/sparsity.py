@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -515,12 +516,26 @@ def _parse_nm(text: str, field_name: str) -> NM:
     return NM(int(parts[0]), int(parts[1]))
 
 
+def _is_weight_field(field_name: str) -> bool:
+    """'weight', 'op.weight', 'sparsity.weight[2]': a field that holds a weight operand's pattern."""
+    last = field_name.rsplit(".", 1)[-1]
+    return re.sub(r"\[\d+\]$", "", last) == "weight"
+
+
 def parse_pattern(spec: Any, field_name: str = "pattern") -> Sparsity:
-    """Build a Sparsity from a string ('dense', '2:4') or a dict ({'pattern': 'block', …})."""
+    """Build a Sparsity from a string ('dense', '2:4') or a dict ({'pattern': 'block', …}).
+
+    The text form 'activation@0.4' is dynamic activation sparsity: a `field_name` naming a
+    weight operand ('weight', 'op.weight') refuses it, naming the activation operand instead
+    (workloads.apply_sparsity routes it there). The dict form is left alone: a stored
+    backward-weight GEMM (dW = dYᵀ·X, weight_is_param=False) keeps the saved activation Xᵀ
+    in its weight slot.
+    """
     if isinstance(spec, Sparsity):
         return spec
     if spec is None:
         return Dense()
+    text = spec if isinstance(spec, str) else None
     if isinstance(spec, str):
         spec = _parse_text(spec, field_name)
     if not isinstance(spec, dict):
@@ -565,6 +580,11 @@ def parse_pattern(spec: Any, field_name: str = "pattern") -> Sparsity:
         if not msg.startswith(field_name):
             msg = f"{field_name}.{msg}"
         raise ValueError(msg) from None
+    if text is not None and isinstance(out, Activation) and _is_weight_field(field_name):
+        weight_names = ", ".join(p for p in PATTERN_NAMES if p != "activation")
+        raise bad(field_name, text, f"a weight pattern ({weight_names}); '{text.strip()}' is activation "
+                  "sparsity: give it as the activation operand (activation=…; "
+                  "workloads.apply_sparsity(trace, 'activation@…') puts it there)")
     return out.with_stats(stats) if stats is not None else out
 
 
