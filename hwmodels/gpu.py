@@ -132,7 +132,11 @@ def _needs_grouped(op: Op, spec: object) -> str | None:
 
 
 def _needs_cuda_core_dtype(op: Op, spec: object) -> str | None:
-    return None if op.dtype in ("fp32", "fp16", "bf16") else f"needs fp32/fp16/bf16, got {op.dtype}"
+    if op.dtype not in ("fp32", "fp16", "bf16"):
+        return f"needs fp32/fp16/bf16, got {op.dtype}"
+    if op.dtype == "bf16" and _needs_sm80(op, spec):  # bf16 arithmetic arrived with Ampere (sm_80)
+        return f"bf16 needs an sm_80+ GPU (Ampere or later); {spec.name} is {getattr(spec, 'arch', '') or 'unknown'}"
+    return None
 
 
 KERNELS: dict[str, KernelInfo] = {k.name: k for k in (
