@@ -7,22 +7,107 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Simulate sparse neural networks on GPUs, sparse Tensor Cores, FPGAs, CPUs and ASICs.")
-console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: don't squeeze tables
-err_console = Console(stderr=True)
+# user text (workload and trace names, patterns, paths, kernel descriptions) is printed as it is:
+# no rich markup ('[/]', 'y[M,N]') or emoji codes (':m:') on stdout; stderr escapes what it quotes
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False, emoji=False)  # piped: don't squeeze tables
+err_console = Console(stderr=True, emoji=False)
 
 DEFAULT_HARDWARE = ["h100-sxm", "h200", "a100-sxm4-80g", "v100"]
 DEFAULT_SPARSITY = ["dense", "2:4", "unstructured@0.3", "unstructured@0.1"]
 DEFAULT_WORKLOAD = "llama-2-7b"
 OUT_DIR = Path("simsparse-out")
+PHASE_HELP = "prefill | decode | train (built-in workloads; default: decode, prefill for encoders and ViT)"
+
+
+def _note(msg: str) -> None:
+    """A one-line remark on stderr (stdout stays the command's output)."""
+    err_console.print(f"note: {msg}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _cannot_write(path: Path, option: str, e: OSError) -> ValueError:
+    return ValueError(f"{option}: cannot write {str(path)!r} ({e.strerror or e}); allowed: a file path "
+                      "whose folder exists or can be made")
+
+
+def _writable(path: Path, option: str) -> Path:
+    """`path` with its missing folders made; a directory, or a path under a file, is refused in one
+    line naming `option` (before any work is done)."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(path, option, e) from None
+    return path
+
+
+@contextmanager
+def _writing(path: Path, option: str) -> Iterator[Path]:
+    """A block that only writes `path` (see _writable); its failure (no permission, disk full) is
+    refused in one line naming `option`."""
+    _writable(path, option)
+    try:
+        yield path
+    except OSError as e:
+        raise _cannot_write(path, option, e) from None
+
+
+def _default_phase(workload: str) -> str:
+    """decode (a decoder LM's token step, the quick-start job), or prefill for a transformer with no
+    decode phase (encoders, ViT). CNNs take either."""
+    from workloads.hf import family, load_config
+
+    try:
+        encoder = family(load_config(workload)[1]) in ("encoder", "vit")
+    except (KeyError, TypeError, ValueError):  # not a transformer config: a CNN, a file, a results folder
+        return "decode"
+    return "prefill" if encoder else "decode"
+
+
+def _unique_hardware(names: list[str]) -> list[str]:
+    """`names` with a machine given twice (an alias and its spec's name, or one name twice) kept once."""
+    import hwmodels
+
+    seen: dict[str, str] = {}
+    for name in names:
+        spec_name = hwmodels.load(name).name
+        if spec_name in seen:
+            both = "" if name == seen[spec_name] else f" (both {spec_name})"
+            _note(f"-H {name} repeats -H {seen[spec_name]}{both}: simulated once")
+        else:
+            seen[spec_name] = name
+    return list(seen.values())
+
+
+def _unique_patterns(patterns: list[str]) -> list[str]:
+    """`patterns` with a pattern given twice (the same text, or two texts of one pattern) kept once."""
+    from simsparse.core.sparsity import parse_pattern
+    from workloads.recipe import looks_like_recipe
+
+    seen: dict[str, str] = {}
+    for text in patterns:
+        if text == "as-traced" or looks_like_recipe(text):
+            key = text.strip()
+        else:
+            key = parse_pattern(text, "weight").label
+        if key in seen:
+            both = "" if text == seen[key] else f" (both {key})"
+            _note(f"-s {text} repeats -s {seen[key]}{both}: simulated once")
+        else:
+            seen[key] = text
+    return list(seen.values())
 
 
 @app.callback(invoke_without_command=True)
@@ -55,7 +140,7 @@ def list_cmd(what: Annotated[str, typer.Argument(help="hardware | patterns | ker
                       ", ".join(s.measured_kernels) or "–")
         console.print(t)
     if what in ("patterns", "all"):
-        console.print("[bold]sparsity patterns[/]: " + ", ".join(PATTERN_NAMES))
+        console.print("[bold]sparsity patterns[/]: " + ", ".join(PATTERN_NAMES), markup=True)
         console.print("  text forms: dense, 2:4, unstructured@0.1, block16x16@0.2, group8@0.25, "
                       "channel@0.5, fanin16, activation@0.4")
     if what in ("kernels", "all"):
@@ -66,7 +151,7 @@ def list_cmd(what: Annotated[str, typer.Argument(help="hardware | patterns | ker
             t.add_row(k.name, k.hw_class, k.weight_format, k.unit, k.description)
         console.print(t)
     if what in ("workloads", "all"):
-        console.print("[bold]workloads[/]: " + ", ".join(workloads.names()))
+        console.print("[bold]workloads[/]: " + ", ".join(workloads.names()), markup=True)
 
 
 @app.command()
@@ -79,7 +164,7 @@ def simulate(
     )] = None,
     batch: Annotated[int, typer.Option(help="batch size (built-in workloads)")] = 16,
     seq_len: Annotated[int, typer.Option(help="sequence length (built-in workloads)")] = 1,
-    phase: Annotated[str, typer.Option(help="prefill | decode (built-in workloads)")] = "decode",
+    phase: Annotated[str | None, typer.Option(help=PHASE_HELP)] = None,
     kv_len: Annotated[int, typer.Option(help="KV-cache length for decode")] = 2048,
     kernel: Annotated[str | None, typer.Option(help="force a kernel where legal (default: mapper picks)")] = None,
     measured_only: Annotated[bool, typer.Option(
@@ -96,13 +181,24 @@ def simulate(
     import workloads
     from simsparse.api import simulate as run
     from simsparse.core.ops import Trace
+    from simsparse.plot import out_path
 
-    hardware = hardware or DEFAULT_HARDWARE
-    sparsity = sparsity or (DEFAULT_SPARSITY if not Path(workload).suffix else ["as-traced"])
+    hardware = _unique_hardware(hardware or DEFAULT_HARDWARE)
+    sparsity = _unique_patterns(sparsity or (DEFAULT_SPARSITY if not Path(workload).suffix else ["as-traced"]))
+    if kernel is not None:  # the API's refusal would name `mapper`; on the command line it is --kernel
+        for hw in hardware:
+            offered = hwmodels.kernels(hwmodels.load(hw))
+            if kernel not in offered:
+                raise ValueError(f"--kernel: got {kernel!r}; allowed on {hw}: {', '.join(offered)} "
+                                 "(or no --kernel: the mapper picks)")
+    plot = _writable(out_path(plot or OUT_DIR / "simulate.png", "--plot"), "--plot")
+    if csv:
+        _writable(csv, "--csv")
     if Path(workload).suffix in (".json", ".parquet"):
         base = Trace.load(workload)
     else:
-        base = workloads.get(workload, batch=batch, seq_len=seq_len, phase=phase, kv_len=kv_len)
+        base = workloads.get(workload, batch=batch, seq_len=seq_len, phase=phase or _default_phase(workload),
+                             kv_len=kv_len)
     summaries, frames = [], []
     for pattern in sparsity:
         trace = base if pattern == "as-traced" else workloads.apply_sparsity(base, pattern)
@@ -118,8 +214,6 @@ def simulate(
     dense_t = table[table.sparsity == sparsity[0]].set_index("hardware")["total_s"]
     table["speedup"] = table.apply(lambda r: dense_t.get(r["hardware"], float("nan")) / r["total_s"], axis=1)
     per_op = pd.concat(frames, ignore_index=True)
-    if csv:
-        per_op.to_csv(csv, index=False)
     if as_json:
         for row in table.to_dict(orient="records"):
             print(json.dumps(row))
@@ -135,10 +229,13 @@ def simulate(
         console.print(t)
         console.print("measured: share of the time priced by kernels timed on that machine "
                        "(validation/data/); '–': none were, the numbers are the model's alone")
-    plot = plot or OUT_DIR / "simulate.png"
+    if csv:  # after the table: an unwritable file costs the file, not the run
+        with _writing(csv, "--csv"):
+            per_op.to_csv(csv, index=False)
     from simsparse.plot import speedup_bars
 
-    path = speedup_bars(table, plot, title=base.name, baseline=sparsity[0])
+    with _writing(plot, "--plot"):
+        path = speedup_bars(table, plot, title=base.name, baseline=sparsity[0])
     if not as_json:
         console.print(f"plot written to {path}")
 
@@ -157,7 +254,11 @@ def predict(
     # start-up objects (modules, numpy, pydantic; ~0.1 s per 10k lines)
     gc.freeze()
 
-    stream = input_file.open() if input_file else sys.stdin
+    try:
+        stream = input_file.open() if input_file else sys.stdin
+    except OSError as e:
+        raise ValueError(f"--input: cannot read {str(input_file)!r} ({e.strerror}); allowed: a JSON lines "
+                         "file (or no --input: stdin)") from None
     failed = 0
     out = sys.stdout
     for result in predict_stream(stream):
@@ -184,11 +285,11 @@ def sweep(
     from simsparse.sweep import sweep as run_sweep
 
     out = out or OUT_DIR / f"sweep-{spec_file.stem}"
+    if csv:
+        _writable(csv, "--csv")
     stats: dict = {}
     df = run_sweep(spec_file, out=out, workers=workers, dask=dask, chunk_size=chunk_size, fresh=fresh,
                    progress=not quiet, stats=stats)
-    if csv:
-        df.to_csv(csv, index=False)
     if not quiet:
         rate = f" ({stats['points_per_s']:,.0f} points/s)" if stats["computed"] else ""
         console.print(f"{stats['points']:,} points: {stats['skipped']:,} already done, {stats['computed']:,} "
@@ -196,6 +297,9 @@ def sweep(
                       highlight=False)
         if stats["errors"]:
             console.print(f"most common error: {stats['top_error']}", highlight=False)
+    if csv:  # after the summary: the rows are in the store whatever happens to the CSV
+        with _writing(csv, "--csv"):
+            df.to_csv(csv, index=False)
 
 
 @app.command()
@@ -210,7 +314,7 @@ def plot(
     = None,
     batch: Annotated[int, typer.Option(help="batch size (built-in workloads)")] = 16,
     seq_len: Annotated[int, typer.Option(help="sequence length (built-in workloads)")] = 1,
-    phase: Annotated[str, typer.Option(help="prefill | decode (built-in workloads)")] = "decode",
+    phase: Annotated[str | None, typer.Option(help=PHASE_HELP)] = None,
     kv_len: Annotated[int, typer.Option(help="KV-cache length for decode")] = 2048,
     predicted: Annotated[str, typer.Option(help="validation: predicted column")] = "predicted_s",
     measured: Annotated[str, typer.Option(help="validation: measured column")] = "measured_s",
@@ -218,11 +322,12 @@ def plot(
     title: Annotated[str, typer.Option(help="plot title")] = "",
 ) -> None:
     """Draw a roofline, speed-up heatmap, Pareto front, validation scatter or per-op breakdown (PNG)."""
-    from simsparse.plot import plot_cli
+    from simsparse.plot import out_path, plot_cli
 
+    out = _writable(out_path(out, "--out"), "--out") if out else None  # plot_cli's default: simsparse-out/KIND.png
     path = plot_cli(kind, source, out, hardware=hardware, sparsity=sparsity, batch=batch, seq_len=seq_len,
-                    phase=phase, kv_len=kv_len, predicted=predicted, measured=measured, baseline=baseline,
-                    title=title)
+                    phase=phase or _default_phase(source), kv_len=kv_len, predicted=predicted, measured=measured,
+                    baseline=baseline, title=title)
     console.print(f"plot written to {path}")
 
 
@@ -251,10 +356,12 @@ def extract(
     from workloads.torch_extract import summary_rows
 
     if out.suffix not in (".json", ".parquet"):
-        raise ValueError(f"out: got {str(out)!r}; allowed: a file name ending in .json or .parquet")
+        raise ValueError(f"--out: got {str(out)!r}; allowed: a file name ending in .json or .parquet")
+    _writable(out, "--out")
     trace = run_extract(model, batch=batch, seq_len=seq_len, phase=phase, kv_len=kv_len, dtype=dtype,
                         sparsity=sparsity, prune=prune, activations=activations, seed=seed)
-    trace.save(out)
+    with _writing(out, "--out"):
+        trace.save(out)
     t = Table(title=f"{trace.name}: {len(trace)} ops, {trace.flops / 1e9:,.3f} GFLOP (dense) -> {out}")
     for col in ("op", "kind", "phase", "shape", "dtype", "weight", "activation", "GFLOP"):
         t.add_column(col, justify="right" if col == "GFLOP" else "left")
@@ -291,13 +398,16 @@ def validate(
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="GPU spec to validate")] = "h200",
     data: Annotated[Path | None, typer.Option(help="measurement .jsonl(.gz) file or directory "
                                               "(default: validation/data/<hardware>)")] = None,
-    plot: Annotated[Path | None, typer.Option(help="predicted-vs-measured plot "
-                                              "(default: validation/reports/<hardware>_pred_vs_meas.png)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="predicted-vs-measured plot, the summary JSON next to it "
+                                              "(default: validation/reports/<hardware>_pred_vs_meas.png; "
+                                              "with --data: simsparse-out/)")] = None,
 ) -> None:
     """Per-kernel MAPE on the held-out (and fit) half of measured kernels, worst cases, sign accuracy, plot."""
+    from simsparse.plot import out_path
     from simsparse.validate import format_report
     from simsparse.validate import validate as run
 
+    plot = _writable(out_path(plot, "--plot"), "--plot") if plot else None
     rep = run(data, hardware, plot_path=plot)
     console.print(format_report(rep), highlight=False, soft_wrap=True)
     if not rep.passed():
@@ -339,8 +449,8 @@ def main() -> None:
             sys.exit(rc)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (SpecError, ValueError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except (SpecError, ValueError, OSError) as e:  # the message quotes user text: escaped, never markup
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -32,8 +32,23 @@ INPUT_COLUMNS = ("source", "workload", "workload_fp", "m", "n", "k", "batch", "s
 DERIVED_INPUTS = {"weight": ("weight_density",), "activation": ("activation_density",)}
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def out_path(path: str | Path, field: str = "path") -> Path:
+    """The file a plot of `path` is written to: `path`, with .png added when it has no suffix (as
+    savefig does); a suffix matplotlib cannot write is refused naming `field`."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     path = Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"{field}: got {str(path)!r}; allowed: a file name ending in "
+                         f"{', '.join('.' + f for f in sorted(formats))} (none: .png)")
+    return path
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = out_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -49,9 +64,14 @@ def _need(df: pd.DataFrame, cols: list[str], what: str) -> None:
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that were costed (sweep rows with an error are left out)."""
+    """Rows that were costed (sweep rows with an error are left out; all of them failing is refused,
+    quoting the first error)."""
     if "error" in df.columns:
-        df = df[df["error"].isna() | (df["error"] == "")]
+        failed = df["error"].notna() & (df["error"] != "")
+        if len(df) and failed.all():
+            raise ValueError(f"source: all {len(df)} points failed, nothing to plot; first error: "
+                             f"{df['error'].iloc[0]}")
+        df = df[~failed]
     return df[np.isfinite(df["t_s"].astype(float)) & (df["t_s"].astype(float) > 0)] if "t_s" in df else df
 
 
@@ -196,7 +216,7 @@ def speedup_heatmap(df: pd.DataFrame, path: str | Path, baseline: str = "dense",
     """
     if panel not in df.columns and panel == "hw_variant":
         panel = "hardware"
-    _need(df, [x, y, panel, "t_s"], "heatmap")
+    _need(_ok(df), [x, y, panel, "t_s"], "heatmap")
     sp = speedup_table(df, compare=y, baseline=baseline)
     sp = sp[sp[y] != baseline].dropna(subset=["speedup"])
     if sp.empty:
@@ -237,7 +257,7 @@ def speedup_heatmap(df: pd.DataFrame, path: str | Path, baseline: str = "dense",
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label=f"speed-up over {baseline}")
     fig.suptitle(title or f"speed-up over {baseline} (> 1: sparse is faster)", fontsize=11)
-    path = Path(path)
+    path = out_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -9,10 +9,12 @@ Input line fields:
   activation  {"density": …, "source": "relu"|"threshold"|…} (optional)
   kernel      a named implementation, e.g. "cublas", "cusparselt" (optional; absent = mapper picks)
 
-Output: the input echoed, plus t_s, cycles, kernel, mapping, measured (the kernel was timed on
-this machine in this dtype and its model checked against it: hwmodels.measured), bound, flops,
-bytes_*, utilisation, energy_j. A bad line yields {"input": …, "error": {"field": …, "reason": …}}
-and the rest still run.
+Output: one line per input line (a blank one included), in order: the input echoed, plus t_s,
+cycles, kernel, mapping, measured (the kernel was timed on this machine in this dtype and its model
+checked against it: hwmodels.measured), bound, flops, bytes_hbm (off-chip memory traffic: HBM on a
+GPU, DRAM on a CPU or ASIC, DDR on an FPGA), bytes_<level> for every level the model counts,
+utilisation, energy_j. A bad line yields {"input": …, "error": {"field": …, "reason": …}} and the
+rest still run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from simsparse.core.ops import Op
 from simsparse.core.sparsity import Activation, Dense, parse_pattern
 
 ALLOWED_FIELDS = {"hardware", "op", "weight", "activation", "kernel", "mapper", "id", "tag"}
+# the levels the class models count off-chip memory traffic at (gpu, cpu / asic, fpga): `bytes_hbm`
+OFF_CHIP_LEVELS = ("hbm", "dram", "ddr")
 
 
 class LineError(ValueError):
@@ -173,6 +177,8 @@ def _answer(obj: Any, parsed: Parsed | LineError) -> dict[str, Any]:
     })
     for level, nbytes in cost.bytes_by_level.items():
         out[f"bytes_{level}"] = nbytes
+    levels = cost.bytes_by_level
+    out["bytes_hbm"] = next((levels[lv] for lv in OFF_CHIP_LEVELS if lv in levels), 0.0)
     return out
 
 
@@ -182,6 +188,8 @@ def predict_obj(obj: Any) -> dict[str, Any]:
 
 
 def _decode(line: str) -> Any | LineError:
+    if not line.strip():
+        return LineError("line", "blank; allowed: a JSON object (one per line)")
     try:
         return json.loads(line)
     except (json.JSONDecodeError, RecursionError) as e:
@@ -276,9 +284,10 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def predict_stream(lines: Iterable[str], batch: int = 1024) -> Iterator[dict[str, Any]]:
-    """One answer per non-blank input line, in order; lines are priced in batches."""
+    """One answer per input line, in order (a blank line gets an error: the answers line up with
+    the lines); lines are priced in batches."""
     for chunk in _chunks(lines, batch):
-        raw = [ln for ln in chunk if ln.strip()]
+        raw = list(chunk)
         decoded = [_decode(ln) for ln in raw]
         parsed = [d if isinstance(d, LineError) else _parse(d) for d in decoded]
         if len(parsed) > 1:

@@ -160,13 +160,19 @@ def _loc_str(loc: Iterable[Any]) -> str:
 
 def _format_pydantic(where: str, err: ValidationError) -> str:
     """The first problem as one line: 'file: field: got X; allowed: Y'."""
-    e = err.errors()[0]
+    errors = err.errors()
+    # an unknown key first: it is most likely the misspelling of a missing one ('hardwre:')
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "dict"))))
     field_s = _loc_str(loc)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
+        import difflib
+
         model = _SECTION_FIELDS.get(str(loc[0]) if len(loc) > 1 else "", SweepSpec)
-        return f"{where}: {field_s}: unknown field; allowed: {', '.join(model.model_fields)}"
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{where}: {field_s}: unknown field{hint}; allowed: {', '.join(model.model_fields)}"
     if e["type"] == "missing":
         return f"{where}: {field_s}: missing; this field is required"
     if msg.startswith("got "):
@@ -542,7 +548,7 @@ class _Plan:
         weights = _expand_patterns(spec.sparsity.weight, "sparsity.weight")
         acts = _expand_patterns(spec.sparsity.activation, "sparsity.activation")
         hws = _hw_variants(spec.hardware, base_dir)
-        mappers_ = self._mappers(spec.mapper)
+        mappers_ = self._mappers(spec.mapper, hws)
         for i, f in enumerate(spec.fidelity):
             if f not in FIDELITIES:
                 raise SpecError(f"fidelity[{i}]: got {f!r}; allowed: {', '.join(FIDELITIES)}")
@@ -561,13 +567,19 @@ class _Plan:
             self.blocks.append(self._workload_block(wl, f"workloads[{i}]", base_dir, tail))
 
     @staticmethod
-    def _mappers(names: list[str]) -> list[str]:
+    def _mappers(names: list[str], hws: list[dict[str, Any]]) -> list[str]:
+        """The mapper axis; a kernel no listed machine offers is refused (a machine of another class
+        than the kernel's gets an error row for it: `_Cache.best`)."""
         import hwmodels
 
-        known = hwmodels.all_kernels()
+        offered: dict[str, None] = {}
+        for v in hws:
+            offered.update(dict.fromkeys(hwmodels.kernels(hwmodels.load(v["_hw_ref"]))))
         for i, m in enumerate(names):
-            if m not in MAPPER_CHOICES and m not in known:
-                raise SpecError(f"mapper[{i}]: got {m!r}; allowed: {', '.join(MAPPER_CHOICES)}, {', '.join(known)}")
+            if m not in MAPPER_CHOICES and m not in offered:
+                on = ", ".join(dict.fromkeys(v["hardware"] for v in hws))
+                raise SpecError(f"mapper[{i}]: got {m!r}; allowed with hardware {on}: "
+                                f"{', '.join(MAPPER_CHOICES)}, {', '.join(offered)}")
         return list(dict.fromkeys(names))
 
     @staticmethod
@@ -753,7 +765,10 @@ class _Evaluator:
         use = kernel
         if use is not None:
             k = hwmodels.kernels(spec).get(use)
-            if k is None or k.why_not(op, spec) is not None:  # forced kernel illegal here: mapper picks
+            if k is None:  # a kernel of another class: refused, as api.simulate does, never replaced
+                raise SpecError(f"mapper: got {use!r}; allowed on {spec.name}: {', '.join(MAPPER_CHOICES)}, "
+                                f"{', '.join(hwmodels.kernels(spec))}")
+            if k.why_not(op, spec) is not None:  # forced kernel illegal for this op: mapper picks
                 return self.best(op, meta, spec, sid, None)
         self.misses += 1
         hit = mappers.best(op, spec, kernel=use, measured_only=measured_only)

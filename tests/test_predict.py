@@ -64,8 +64,11 @@ def test_cli_predict_mixed_batch_exit_code():
     assert "Traceback" not in proc.stderr
 
 
-def test_stream_skips_blank_lines():
-    assert len(list(predict_stream(["", json.dumps(GOOD), "   "]))) == 1
+def test_stream_answers_blank_lines():
+    """One answer per line, so answers line up with lines: a blank line gets an error naming `line`."""
+    outs = list(predict_stream(["", json.dumps(GOOD), "   "]))
+    assert [("error" in o) for o in outs] == [True, False, True]
+    assert outs[0]["error"]["field"] == "line" and "blank" in outs[0]["error"]["reason"]
 
 
 def test_t_s_is_finite():
