@@ -165,7 +165,7 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     trace = _as_trace(trace_or_op)
     forced = kernel or (None if mapper in MAPPER_CHOICES else mapper)
     if forced is not None and forced not in hwmodels.kernels(spec):
-        raise bad("mapper", forced, ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
+        raise bad("kernel" if kernel else "mapper", forced, ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
     measured_only = forced is None and mapper == "measured"
     fresh = trace.fresh_input_bytes() if chained else (0.0,) * len(trace)
     out = []

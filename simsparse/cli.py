@@ -6,6 +6,7 @@ Bad input prints one line naming the field and what is allowed, and exits 2; nev
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ def _unique_patterns(patterns: list[str]) -> list[str]:
         if text == "as-traced" or looks_like_recipe(text):
             key = text.strip()
         else:
-            key = parse_pattern(text, "weight").label
+            key = parse_pattern(text, "sparsity").label
         if key in seen:
             both = "" if text == seen[key] else f" (both {key})"
             _note(f"-s {text} repeats -s {seen[key]}{both}: simulated once")
@@ -184,7 +185,7 @@ def simulate(
     from simsparse.plot import out_path
 
     hardware = _unique_hardware(hardware or DEFAULT_HARDWARE)
-    sparsity = _unique_patterns(sparsity or (DEFAULT_SPARSITY if not Path(workload).suffix else ["as-traced"]))
+    sparsity = _unique_patterns(sparsity or (["as-traced"] if Trace.is_trace_file(workload) else DEFAULT_SPARSITY))
     if kernel is not None:  # the API's refusal would name `mapper`; on the command line it is --kernel
         for hw in hardware:
             offered = hwmodels.kernels(hwmodels.load(hw))
@@ -194,7 +195,7 @@ def simulate(
     plot = _writable(out_path(plot or OUT_DIR / "simulate.png", "--plot"), "--plot")
     if csv:
         _writable(csv, "--csv")
-    if Path(workload).suffix in (".json", ".parquet"):
+    if Trace.is_trace_file(workload):
         base = Trace.load(workload)
     else:
         base = workloads.get(workload, batch=batch, seq_len=seq_len, phase=phase or _default_phase(workload),
@@ -219,16 +220,18 @@ def simulate(
             print(json.dumps(row))
     else:
         t = Table(title=f"{base.name}: {len(base)} ops, {base.flops / 1e9:,.1f} GFLOP (dense)")
-        for col in ("hardware", "weight sparsity", "time ms", f"speed-up vs {sparsity[0]}", "TFLOP/s",
+        for col in ("hardware", "weight sparsity", "time ms", f"speed-up vs {sparsity[0]}", "useful TFLOP/s",
                     "energy J", "mostly bound by", "main GEMM kernel", "measured"):
             t.add_column(col, justify="right" if col not in ("hardware", "weight sparsity") else "left")
         for r in table.sort_values(["hardware", "total_s"]).itertuples():
+            energy = "–" if math.isnan(r.energy_j) else f"{r.energy_j:.3f}"
             t.add_row(r.hardware, r.sparsity, f"{r.total_s * 1e3:.3f}", f"{r.speedup:.2f}x",
-                      f"{r.tflops_per_s:.1f}", f"{r.energy_j:.3f}", r.bound_by_time, r.main_gemm_kernel,
+                      f"{r.tflops_per_s:.3g}", energy, r.bound_by_time, r.main_gemm_kernel,
                       f"{r.measured_share:.0%}" if hwmodels.load(r.hardware).measured_kernels else "–")
         console.print(t)
         console.print("measured: share of the time priced by kernels timed on that machine "
-                       "(validation/data/); '–': none were, the numbers are the model's alone")
+                       "(validation/data/); '–': none were, the numbers are the model's alone. "
+                       "useful TFLOP/s: nonzero work per second. energy '–': the spec gives no power figure")
     if csv:  # after the table: an unwritable file costs the file, not the run
         with _writing(csv, "--csv"):
             per_op.to_csv(csv, index=False)

@@ -135,13 +135,14 @@ def roofline(frame: pd.DataFrame, hardware: Any, path: str | Path, title: str = 
 
     spec = hwmodels.load(hardware)
     df = _ok(frame)
-    _need(df, ["flops", "t_s"], "roofline")
+    flops = "executed_flops" if "executed_flops" in df else "flops"  # what the kernels execute (older stores: flops)
+    _need(df, [flops, "t_s"], "roofline")
     df = df.assign(_bytes=_dram_bytes(df))
-    df = df[(df["flops"] > 0) & (df["_bytes"] > 0)]
+    df = df[(df[flops] > 0) & (df["_bytes"] > 0)]
     if df.empty:
         raise ValueError("roofline: got no op with FLOPs and bytes; allowed: a frame with costed ops")
-    ai = df["flops"] / df["_bytes"]
-    perf = df["flops"] / df["t_s"]
+    ai = df[flops] / df["_bytes"]
+    perf = df[flops] / df["t_s"]
     bw = spec.dram_bw
     ceilings = [(f"{dtype} peak", spec.peak_flops(dtype), "-")]
     if getattr(spec, "has_sparse_tc", False):
@@ -412,7 +413,7 @@ def _trace_frames(source: str, hardware: list[str], sparsity: list[str], **kw: A
     from simsparse.api import simulate
     from simsparse.core.ops import Trace
 
-    if Path(source).suffix in (".json", ".parquet"):
+    if Trace.is_trace_file(source):
         base = Trace.load(source)
         sparsity = sparsity or ["as-traced"]
     else:

@@ -843,8 +843,8 @@ class _Evaluator:
             return r
         if len(results) == 1 and results[0][1] == 1:
             (mapping, cost), _, op = results[0]
-            r.update(t_s=cost.t_s, cycles=cost.cycles, energy_j=cost.energy_j, flops=cost.flops,
-                     useful_flops=op.useful_flops, bound=cost.bound, utilisation=cost.utilisation,
+            r.update(t_s=cost.t_s, cycles=cost.cycles, energy_j=cost.energy_j, flops=op.flops,
+                     useful_flops=op.useful_flops, executed_flops=cost.flops, bound=cost.bound, utilisation=cost.utilisation,
                      kernel=mapping.kernel, mapping=mapping.describe(), n_ops=1,
                      measured_share=float(hwmodels.measured(op, mapping, spec)))
             total_bytes = 0.0
@@ -857,12 +857,12 @@ class _Evaluator:
 
             agg = aggregate(((op, mapping, cost, n) for (mapping, cost), n, op in results), spec)
             r.update(t_s=agg["t_s"], cycles=agg["cycles"], energy_j=agg["energy_j"], flops=agg["flops"],
-                     useful_flops=agg["useful_flops"], bound=agg["bound"], utilisation=agg["utilisation"],
+                     useful_flops=agg["useful_flops"], executed_flops=agg["executed_flops"], bound=agg["bound"], utilisation=agg["utilisation"],
                      kernel=agg["kernel"], mapping="", n_ops=agg["n_ops"], measured_share=agg["measured_share"])
             for lvl, nb in agg["bytes_by_level"].items():
                 r[f"bytes_{lvl}"] = nb
             r["bytes_total"] = sum(agg["bytes_by_level"].values())
-        r["tflops_per_s"] = r["flops"] / r["t_s"] / 1e12 if r["t_s"] else 0.0
+        r["tflops_per_s"] = r["useful_flops"] / r["t_s"] / 1e12 if r["t_s"] else 0.0  # as api.aggregate
         return r
 
 

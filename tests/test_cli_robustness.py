@@ -108,7 +108,7 @@ def test_validate_with_own_data_writes_reports_only_where_asked(tmp_path, monkey
 
 @pytest.mark.parametrize("args,needle", [
     (("simulate", "-H", "h100-sxm", "-s", "[/]"), "'[/]'"),
-    (("simulate", "-H", "h100-sxm", "-s", "5:4"), "weight.n:m:"),
+    (("simulate", "-H", "h100-sxm", "-s", "5:4"), ".n:m: got"),
     (("simulate", "-H", ":smile:"), "':smile:'"),
     (("simulate", "-H", "[red]x"), "'[red]x'"),
 ])

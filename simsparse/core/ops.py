@@ -469,6 +469,21 @@ class Trace:
             path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
 
+    @staticmethod
+    def is_trace_file(path: str | Path) -> bool:
+        """Is `path` a saved trace (.parquet, or .json holding an `ops` list), not a model's config.json?
+        A .json that is missing or not valid JSON counts as a trace: Trace.load then says what is wrong."""
+        path = Path(path)
+        if path.suffix == ".parquet":
+            return True
+        if path.suffix != ".json":
+            return False
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return True
+        return not isinstance(data, dict) or "ops" in data
+
     @classmethod
     def load(cls, path: str | Path) -> Trace:
         path = Path(path)
