@@ -10,6 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("plot",)  # `simsparse.plot.speedup_heatmap(...)` after a plain `import simsparse`
+
 _LAZY = {
     "simulate": "simsparse.api",
     "sweep": "simsparse.sweep",
@@ -33,10 +35,14 @@ _LAZY = {
     "parse_pattern": "simsparse.core.sparsity",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"simsparse.{name}")
     if name in _LAZY:
         import importlib
 

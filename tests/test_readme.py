@@ -19,3 +19,13 @@ def test_quick_start_has_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
+
+
+def test_plot_is_reachable_after_a_plain_import():
+    # the README's sweep line calls simsparse.plot.speedup_heatmap after `import simsparse` only
+    import subprocess
+    import sys
+
+    code = "import simsparse; print(simsparse.plot.speedup_heatmap.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "speedup_heatmap"
