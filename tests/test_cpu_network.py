@@ -139,7 +139,9 @@ def test_chained_pricing_brackets_the_forward_passes_1x1_layers(network_runs):
     # simulate(chained=True) reads an input the op before wrote from cache. On the checked-in passes it moves the
     # 1x1 layers from slow to fast: per network and pattern, cold pricing over-predicts their summed time (up to
     # +35 %), chained pricing under-predicts it (4-16 %), and it is the closer of the two on average (mean |error|
-    # 13.1 % -> 9.5 % when committed; validation/data/cpu-host/README.md, "Chained forward passes")
+    # 13.1 % -> 9.5 % when committed; validation/data/cpu-host/README.md, "Chained forward passes", whose
+    # session-24 update has the figures of the twenty-fourth fit: 3-17 % fast chained, -2...+33 % cold, ResNet-18's
+    # three strided downsamples 31 / 49 % fast either way)
     spec = hwmodels.load("host").replace(threads=1)
     by = {}
     for r in network_runs:
