@@ -77,19 +77,25 @@ def _default_phase(workload: str) -> str:
     return "prefill" if encoder else "decode"
 
 
+def _once(values: list[str], key, option: str) -> list[str]:
+    """`values` of a repeatable option with any given twice (same `key`: the same text, or two texts of
+    one thing) kept once, with a note."""
+    seen: dict[str, str] = {}
+    for text in values:
+        k = key(text)
+        if k in seen:
+            both = "" if text == seen[k] else f" (both {k})"
+            _note(f"{option} {text} repeats {option} {seen[k]}{both}: simulated once")
+        else:
+            seen[k] = text
+    return list(seen.values())
+
+
 def _unique_hardware(names: list[str]) -> list[str]:
     """`names` with a machine given twice (an alias and its spec's name, or one name twice) kept once."""
     import hwmodels
 
-    seen: dict[str, str] = {}
-    for name in names:
-        spec_name = hwmodels.load(name).name
-        if spec_name in seen:
-            both = "" if name == seen[spec_name] else f" (both {spec_name})"
-            _note(f"-H {name} repeats -H {seen[spec_name]}{both}: simulated once")
-        else:
-            seen[spec_name] = name
-    return list(seen.values())
+    return _once(names, lambda name: hwmodels.load(name).name, "-H")
 
 
 def _unique_patterns(patterns: list[str]) -> list[str]:
@@ -97,18 +103,12 @@ def _unique_patterns(patterns: list[str]) -> list[str]:
     from simsparse.core.sparsity import parse_pattern
     from workloads.recipe import looks_like_recipe
 
-    seen: dict[str, str] = {}
-    for text in patterns:
+    def key(text: str) -> str:
         if text == "as-traced" or looks_like_recipe(text):
-            key = text.strip()
-        else:
-            key = parse_pattern(text, "sparsity").label
-        if key in seen:
-            both = "" if text == seen[key] else f" (both {key})"
-            _note(f"-s {text} repeats -s {seen[key]}{both}: simulated once")
-        else:
-            seen[key] = text
-    return list(seen.values())
+            return text.strip()
+        return parse_pattern(text, "sparsity").label
+
+    return _once(patterns, key, "-s")
 
 
 @app.callback(invoke_without_command=True)
