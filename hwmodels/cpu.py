@@ -974,8 +974,9 @@ SOFTMAX_VEC_FP = 12.0  # scale), sum and store 3, loop 2; of these ~12 FP (max, 
 
 def _eltwise_cost(op: Op, mapping: Mapping, spec: CPUSpec) -> Cost:
     """Element-wise pass: read inputs, write output; FLOPs at SIMD rate or at the spec's cpu_eltwise.c_flop
-    (attention: its two GEMMs at the dense GEMM's rate plus the softmax). Its compulsory bytes (inputs, the output counted once as for a GEMM:
-    Y_TIME_FACTOR) move at the element-wise streams' DRAM rate (cpu_eltwise.stream_eff)."""
+    (attention: its two GEMMs at the dense GEMM's rate plus the softmax). Its compulsory bytes (inputs,
+    the output counted once as for a GEMM: Y_TIME_FACTOR) move at the element-wise streams' DRAM rate
+    (cpu_eltwise.stream_eff)."""
     lane = lanes(spec, op.dtype)
     threads = threads_of(spec, mapping)
     flops = op.flops * (op.attn.score_fraction if op.kind == "attention" else 1.0)

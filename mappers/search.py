@@ -94,7 +94,8 @@ def best(op: Op, spec: HardwareSpec, kernel: str | None = None, measured_only: b
     A channel-pruned weight (sparsity.Channel) is priced as the smaller dense op it leaves (Op.compacted),
     unless `kernel` names a sparse kernel that runs the pruned weight as stored."""
     small = op.compacted()
-    if small is not op and (kernel is None or hwmodels.kernels(spec)[kernel].why_not(small, spec) is None):
+    forced = hwmodels.kernels(spec).get(kernel) if kernel else None  # an unknown name: kernel_names says so
+    if small is not op and (kernel is None or (forced is not None and forced.why_not(small, spec) is None)):
         op = small
     if measured_only and kernel is None:
         names = measured_kernel_names(op, spec)

@@ -72,10 +72,11 @@ def aggregate(items: Iterable[tuple[Op, Mapping, Cost, int]], spec: HardwareSpec
     """Totals of costed ops, each (op, mapping, cost, count): time, cycles, energy, bytes per level;
     FLOPs three ways: `flops` as written (every weight dense, Op.flops), `useful_flops` (the nonzero
     work, Op.useful_flops) and `executed_flops` (what the kernels execute, padding and stored zeros
-    included, Cost.flops); `tflops_per_s`: useful FLOPs per second (never above the machine's peak); `utilisation` weighted by time; `bound`: the bound holding the most time; `kernel`: the
-    kernel holding the most GEMM / conv time (of all ops' where there is none); `measured_share`: the
-    share of the time priced by kernels measured on `spec` (hwmodels.measured). SimResult.summary and
-    a sweep's rows both read it."""
+    included, Cost.flops); `tflops_per_s`: useful FLOPs per second (never above the machine's peak);
+    `utilisation` weighted by time; `bound`: the bound holding the most time; `kernel`: the kernel
+    holding the most GEMM / conv time (of all ops' where there is none); `measured_share`: the share of
+    the time priced by kernels measured on `spec` (hwmodels.measured). SimResult.summary and a sweep's
+    rows both read it."""
     t = cyc = e = fl = uf = ex = util_t = t_measured = 0.0
     n_ops = 0
     by_bound: dict[str, float] = {}
@@ -165,7 +166,8 @@ def simulate(trace_or_op: Trace | Op | list[Op], hardware: str | HardwareSpec, m
     trace = _as_trace(trace_or_op)
     forced = kernel or (None if mapper in MAPPER_CHOICES else mapper)
     if forced is not None and forced not in hwmodels.kernels(spec):
-        raise bad("kernel" if kernel else "mapper", forced, ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
+        raise bad("kernel" if kernel else "mapper", forced,
+                  ", ".join(MAPPER_CHOICES) + " or one of " + ", ".join(hwmodels.kernels(spec)))
     measured_only = forced is None and mapper == "measured"
     fresh = trace.fresh_input_bytes() if chained else (0.0,) * len(trace)
     out = []

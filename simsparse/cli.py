@@ -186,7 +186,7 @@ def simulate(
 
     hardware = _unique_hardware(hardware or DEFAULT_HARDWARE)
     sparsity = _unique_patterns(sparsity or (["as-traced"] if Trace.is_trace_file(workload) else DEFAULT_SPARSITY))
-    if kernel is not None:  # the API's refusal would name `mapper`; on the command line it is --kernel
+    if kernel is not None:  # every machine checked before any is simulated; on the command line it is --kernel
         for hw in hardware:
             offered = hwmodels.kernels(hwmodels.load(hw))
             if kernel not in offered:

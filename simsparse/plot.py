@@ -47,10 +47,12 @@ def out_path(path: str | Path, field: str = "path") -> Path:
     return path
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path, tight: bool = True) -> Path:
+    """Write `fig` to out_path(path), its folder made, and close it."""
     path = out_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -258,11 +260,7 @@ def speedup_heatmap(df: pd.DataFrame, path: str | Path, baseline: str = "dense",
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label=f"speed-up over {baseline}")
     fig.suptitle(title or f"speed-up over {baseline} (> 1: sparse is faster)", fontsize=11)
-    path = out_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, tight=False)  # its colorbar's layout is set by hand
 
 
 # --- Pareto front -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from simsparse.core.errors import bad
-from simsparse.core.sparsity import Dense, Sparsity, parse_pattern
+from simsparse.core.sparsity import Channel, Dense, Sparsity, parse_pattern
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
 DTYPE_BYTES: dict[str, float] = {
@@ -272,8 +272,6 @@ class Op:
         """The op a channel-pruned weight leaves (Channel): whole rows (axis 0, output channels) or columns
         (axis 1, input channels) of W are gone, so the kernel runs a smaller dense problem. Any other op
         is returned as it is. A grouped convolution keeps its shape (its groups tie c_in to c_out)."""
-        from simsparse.core.sparsity import Channel
-
         w = self.weight
         if not isinstance(w, Channel) or self.kind not in ("gemm", "conv2d"):
             return self
@@ -369,10 +367,11 @@ class Op:
         geometry = {"conv2d": ("conv", ConvGeom), "attention": ("attention", AttnGeom)}
         if kind in geometry:  # these need their geometry object; name it and its fields when it is wrong
             key, geom = geometry[kind]
-            fields = ", ".join(f.name for f in dataclasses.fields(geom))
+            names = [f.name for f in dataclasses.fields(geom)]
+            fields = ", ".join(names)
             if not isinstance(d.get(key), dict):
                 raise bad(f"{where}.{key}", d.get(key), f"an object with {fields} (required for kind {kind})")
-            unknown = sorted(set(d[key]) - {f.name for f in dataclasses.fields(geom)})
+            unknown = sorted(set(d[key]) - set(names))
             missing = [f.name for f in dataclasses.fields(geom) if f.name not in d[key]
                        and f.default is dataclasses.MISSING]
             if unknown or missing:
