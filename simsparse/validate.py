@@ -378,10 +378,8 @@ def plot(cases: list[Case], path: str | Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simsparse.plot import out_path
+    from simsparse.plot import _save
 
-    path = out_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     kernels = sorted({c.kernel for c in cases})
     colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(kernels)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
@@ -403,10 +401,7 @@ def plot(cases: list[Case], path: str | Path, title: str = "") -> Path:
         ax.legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def format_report(rep: Report) -> str:
