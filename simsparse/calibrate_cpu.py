@@ -978,6 +978,56 @@ def write_spec(summary: dict[str, Any], spec_path: Path, calib_file: str) -> Non
     spec_path.write_text(text + "\n".join(lines + staged) + "\n")
 
 
+def transfer(files: list[Path], spec_name: str, source: str = "host") -> dict[str, Any]:
+    """Another machine priced with `source`'s calibrated cycle costs: the source's global values (not its
+    per-campaign states, not its learned residual) carried over unchanged, then only the machine state
+    (STATE_PARAMS) of each campaign fitted on its own reproducible fit-half rows, unshrunk (no stored state
+    of this machine to shrink toward). Reported on both halves (quality rule) for three stages: the spec's
+    instruction counts alone, the carried costs, the carried costs with the fitted state; and against the
+    machine's own pass-to-pass agreement (the share of points whose two passes agree within the tolerance)."""
+    import hwmodels
+
+    rows = main_rows(files)
+    base = _uncalibrated(spec_name)
+    carried = {k: v for k, v in hwmodels.load(source).efficiency.items() if "@" not in k}
+    spec = _with(base, carried)
+    states = _own_states(rows, spec, {r["campaign"] for r in rows})
+    out: dict[str, Any] = {"spec": spec_name, "source": source, "files": sorted({r["campaign"] for r in rows}),
+                           "carried": carried, "states": states, "n_rows": len(rows),
+                           "n_reproducible": sum(map(reproducible, rows))}
+    diffs = np.array([pass_diff(r) for r in rows if "t_median_second_s" in r])
+    out["pass_agreement"] = {"n": int(diffs.size), "median_diff": float(np.median(diffs)) if diffs.size else math.nan,
+                             "within": float((diffs <= TOLERANCE).mean()) if diffs.size else math.nan}
+    for stage, sp, st in (("instruction_counts", base, None), ("carried", spec, None), ("carried_state", spec, states)):
+        for half in ("fit", "validate"):
+            good = [r for r in rows if r["split"] == half and reproducible(r)]
+            out[f"{stage}_{half}"] = report(good, predict(good, sp, st)).to_dict()
+    return out
+
+
+def write_transfer(summary: dict[str, Any], spec_path: Path, calib_file: str) -> None:
+    """Replace a spec's calibrated block with a transfer's carried costs and fitted machine state."""
+    text = spec_path.read_text()
+    if SPEC_MARKER in text:
+        text = text[:text.index(SPEC_MARKER)].rstrip() + "\n"
+    lines = [SPEC_MARKER, "efficiency:"]
+    src = summary["source"]
+    for name, val in summary["carried"].items():
+        if name in STATE_PARAMS:
+            continue
+        lines.append(_spec_line(name, val, f"carried unchanged from the {src} spec's calibration "
+                                           f"(simsparse.calibrate_cpu.transfer); {calib_file}"))
+    newest = max(summary["states"])
+    for camp, st in sorted(summary["states"].items()):
+        for name, val in st.items():
+            note = (f"machine state of campaign {camp}, fitted on its reproducible fit-half rows with the carried "
+                    f"costs frozen (simsparse.calibrate_cpu.transfer); {calib_file}")
+            lines.append(_spec_line(f"{name}@{camp}", val, note))
+            if camp == newest:
+                lines.append(_spec_line(name, val, note + "; the newest campaign"))
+    spec_path.write_text(text + "\n".join(lines) + "\n")
+
+
 # --- the learned residual (hwmodels/residual.py) --------------------------------------------------
 
 RESIDUAL_KERNELS = ("cpu_csr", "cpu_bsr", "cpu_bitmap", "cpu_nm", "cpu_dense_gemm", "cpu_act_gemv")
@@ -1205,6 +1255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eltwise", type=Path, nargs="+", default=None, metavar="FILE",
                     help="only the element-wise stage: fit ELTWISE_PARAMS on these execute_cpu --eltwise timings, every "
                          "other value frozen (with --write-spec: store them in the spec)")
+    ap.add_argument("--transfer-from", default=None, metavar="SPEC",
+                    help="only price this machine's campaigns (files) with SPEC's calibrated cycle costs and fit "
+                         "its machine state (with --write-spec: store both in --spec)")
     ap.add_argument("--ceiling", action="store_true",
                     help="only compare the spec's model on the held-out half (quality rule) with what repeated "
                          "measurements of the same points allow (repeat_ceiling)")
@@ -1224,6 +1277,31 @@ def main(argv: list[str] | None = None) -> int:
     if not issubclass(spec_kind, CPUSpec):
         cpus = [n for n in hwmodels.list() if isinstance(hwmodels.load(n), CPUSpec)]
         ap.error(f"--spec: {a.spec!r} is not a CPU; allowed: {', '.join(cpus)}")
+    if a.transfer_from:
+        if not a.files:
+            ap.error("--transfer-from: name the campaign files of the machine --spec describes")
+        try:
+            src_kind = type(hwmodels.load(a.transfer_from))
+        except SpecError as e:
+            ap.error(f"--transfer-from: {e}")
+        if not issubclass(src_kind, CPUSpec):
+            ap.error(f"--transfer-from: {a.transfer_from!r} is not a CPU")
+        res = transfer(a.files, a.spec, a.transfer_from)
+        if a.out:
+            a.out.write_text(json.dumps(res, indent=1, default=float))
+        if a.write_spec:
+            from hwmodels.spec import SPEC_DIR
+
+            write_transfer(res, SPEC_DIR / f"{a.spec}.yaml", str(a.out) if a.out else "calibrate_cpu --transfer-from")
+        pa = res["pass_agreement"]
+        print(f"two passes within ±10 %: {pa['within'] * 100:5.1f} % of {pa['n']} points (median diff "
+              f"{pa['median_diff'] * 100:.1f} %)", file=sys.stderr)
+        for stage in ("instruction_counts", "carried", "carried_state"):
+            for half in ("fit", "validate"):
+                r = res[f"{stage}_{half}"]
+                print(f"{stage:18s} {half:8s} n={r['n']:4d}  MAPE {r['mape'] * 100:5.1f} %  within ±10 %: "
+                      f"{r['within'] * 100:5.1f} %", file=sys.stderr)
+        return 0
     if a.ceiling:
         from simsparse.measure_cpu import load_rows
 
