@@ -43,7 +43,8 @@ def test_spec_numbers_are_the_probe_s(probe):
     caches = {(c["level"], c["type"]): c["size_bytes"] for c in probe["machine"]["caches"]}
     assert (s.l1d_bytes, s.l2_bytes, s.l3_bytes) == (caches[(1, "Data")], caches[(2, "Unified")],
                                                       caches[(3, "Unified")])
-    assert s.cores == probe["machine"]["logical_cpus"]
+    # one pinned vCPU was measured (its DRAM bandwidth is one core's): the spec offers that one core
+    assert s.cores == 1 < probe["machine"]["logical_cpus"]
     assert {"avx512f", "avx512_fp16"} <= set(probe["machine"]["simd_flags"])
 
 
