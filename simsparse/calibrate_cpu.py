@@ -998,9 +998,9 @@ def transfer(files: list[Path], spec_name: str, source: str = "host") -> dict[st
     diffs = np.array([pass_diff(r) for r in rows if "t_median_second_s" in r])
     out["pass_agreement"] = {"n": int(diffs.size), "median_diff": float(np.median(diffs)) if diffs.size else math.nan,
                              "within": float((diffs <= TOLERANCE).mean()) if diffs.size else math.nan}
+    halves = {h: [r for r in rows if r["split"] == h and reproducible(r)] for h in ("fit", "validate")}
     for stage, sp, st in (("instruction_counts", base, None), ("carried", spec, None), ("carried_state", spec, states)):
-        for half in ("fit", "validate"):
-            good = [r for r in rows if r["split"] == half and reproducible(r)]
+        for half, good in halves.items():
             out[f"{stage}_{half}"] = report(good, predict(good, sp, st)).to_dict()
     return out
 
@@ -1270,22 +1270,20 @@ def main(argv: list[str] | None = None) -> int:
     import hwmodels
     from hwmodels.spec import CPUSpec
 
-    try:
-        spec_kind = type(hwmodels.load(a.spec))
-    except SpecError as e:
-        ap.error(f"--spec: {e}")
-    if not issubclass(spec_kind, CPUSpec):
-        cpus = [n for n in hwmodels.list() if isinstance(hwmodels.load(n), CPUSpec)]
-        ap.error(f"--spec: {a.spec!r} is not a CPU; allowed: {', '.join(cpus)}")
+    def require_cpu(option: str, name: str) -> None:  # a CPU spec by that name, or the option named
+        try:
+            kind = type(hwmodels.load(name))
+        except SpecError as e:
+            ap.error(f"{option}: {e}")
+        if not issubclass(kind, CPUSpec):
+            cpus = [n for n in hwmodels.list() if isinstance(hwmodels.load(n), CPUSpec)]
+            ap.error(f"{option}: {name!r} is not a CPU; allowed: {', '.join(cpus)}")
+
+    require_cpu("--spec", a.spec)
     if a.transfer_from:
         if not a.files:
             ap.error("--transfer-from: name the campaign files of the machine --spec describes")
-        try:
-            src_kind = type(hwmodels.load(a.transfer_from))
-        except SpecError as e:
-            ap.error(f"--transfer-from: {e}")
-        if not issubclass(src_kind, CPUSpec):
-            ap.error(f"--transfer-from: {a.transfer_from!r} is not a CPU")
+        require_cpu("--transfer-from", a.transfer_from)
         res = transfer(a.files, a.spec, a.transfer_from)
         if a.out:
             a.out.write_text(json.dumps(res, indent=1, default=float))
